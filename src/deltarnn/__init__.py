@@ -1,0 +1,3 @@
+"""deltarnn: delta networks for PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,31 @@
+"""Specific exception types. Each message names the argument and what was expected."""
+
+from __future__ import annotations
+
+
+class DeltaRNNError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ShapeError(DeltaRNNError, ValueError):
+    """A tensor has the wrong rank or size (input, h0, c0, state, threshold)."""
+
+
+class ThresholdError(DeltaRNNError, ValueError):
+    """A threshold is negative, NaN, infinite, or of the wrong shape."""
+
+
+class DTypeError(DeltaRNNError, TypeError):
+    """A tensor's dtype does not match the module's parameters."""
+
+
+class DeviceError(DeltaRNNError, ValueError):
+    """A tensor is on another device than the module's parameters."""
+
+
+class ConfigError(DeltaRNNError, ValueError):
+    """A constructor or config argument is out of range or unsupported (e.g. bidirectional)."""
+
+
+class BackendError(DeltaRNNError, RuntimeError):
+    """The requested backend is unknown, unavailable, or cannot run this call."""
