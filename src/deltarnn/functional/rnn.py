@@ -8,6 +8,8 @@ GRU and i|f|g|o for the LSTM), so ``torch.nn.GRU``/``LSTM`` parameters are used 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -24,7 +26,9 @@ def gru_initial_memory(bias_ih: Tensor | None, bias_hh: Tensor | None, like: Ten
     hidden = like.shape[0] // 3
     b_ih = _bias_or_zeros(bias_ih, 3 * hidden, like)
     b_hh = _bias_or_zeros(bias_hh, 3 * hidden, like)
-    return torch.cat((b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :], b_hh[2 * hidden :]))
+    return torch.cat(
+        (b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :], b_hh[2 * hidden :])
+    )
 
 
 def lstm_initial_memory(bias_ih: Tensor | None, bias_hh: Tensor | None, like: Tensor) -> Tensor:
@@ -88,6 +92,7 @@ def delta_gru(
     theta_h: Tensor | float,
     *,
     count: bool = False,
+    h_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, DeltaGRUState, DeltaCounts | None]:
     r"""One delta GRU layer over a sequence (DESIGN.md §1).
 
@@ -108,6 +113,9 @@ def delta_gru(
         weight_ih: (3H, I). weight_hh: (3H, H).
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
         count: also return the per-step send counts.
+        h_transform: applied to h_{t-1} before it is delta-encoded, i.e. to the value the
+            recurrent product sees (training methods: fixed-point rounding, noise). The state
+            h itself is not changed. Transform the input sequence before the call for the x side.
 
     Returns:
         ``(output, state, counts)``: h_t for every step (T, B, H), the state after the last step,
@@ -120,10 +128,14 @@ def delta_gru(
     h, h_hat, m = state.h, state.h_hat, state.m
     outputs, deltas_h = [], []
     for t in range(x.shape[0]):
-        delta_h, h_hat = delta_step(h, h_hat, theta_h)
+        delta_h, h_hat = delta_step(h if h_transform is None else h_transform(h), h_hat, theta_h)
         gh = delta_h @ weight_hh.t()
         m = m + torch.cat(
-            (gx[t, :, : 2 * hidden] + gh[:, : 2 * hidden], gx[t, :, 2 * hidden :], gh[:, 2 * hidden :]),
+            (
+                gx[t, :, : 2 * hidden] + gh[:, : 2 * hidden],
+                gx[t, :, 2 * hidden :],
+                gh[:, 2 * hidden :],
+            ),
             dim=1,
         )
         m_r, m_z, m_xn, m_hn = m.chunk(4, dim=1)
@@ -150,6 +162,7 @@ def delta_lstm(
     theta_h: Tensor | float,
     *,
     count: bool = False,
+    h_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
     r"""One delta LSTM layer over a sequence (DESIGN.md §1).
 
@@ -164,6 +177,7 @@ def delta_lstm(
         weight_ih: (4H, I). weight_hh: (4H, H).
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
         count: also return the per-step send counts.
+        h_transform: as for :func:`delta_gru`.
 
     Returns:
         ``(output, state, counts)`` as for :func:`delta_gru`.
@@ -174,7 +188,7 @@ def delta_lstm(
     h, c, h_hat, m = state.h, state.c, state.h_hat, state.m
     outputs, deltas_h = [], []
     for t in range(x.shape[0]):
-        delta_h, h_hat = delta_step(h, h_hat, theta_h)
+        delta_h, h_hat = delta_step(h if h_transform is None else h_transform(h), h_hat, theta_h)
         m = m + gx[t] + delta_h @ weight_hh.t()
         m_i, m_f, m_g, m_o = m.chunk(4, dim=1)
         c = torch.sigmoid(m_f) * c + torch.sigmoid(m_i) * torch.tanh(m_g)

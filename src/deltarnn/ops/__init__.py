@@ -38,7 +38,9 @@ _MODULES = {
 def load_backend(name: str) -> ModuleType | None:
     """The backend module, or ``None`` when its optional dependency is missing."""
     if name not in _MODULES:
-        raise BackendError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {name!r}")
+        raise BackendError(
+            f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {name!r}"
+        )
     try:
         module = importlib.import_module(_MODULES[name])
     except ImportError as exc:  # soft import: a missing optional dependency disables the backend
@@ -52,7 +54,9 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if load_backend(name) is not None]
 
 
-def select_backend(name: str, device: torch.device, dtype: torch.dtype, needs_grad: bool) -> ModuleType:
+def select_backend(
+    name: str, device: torch.device, dtype: torch.dtype, needs_grad: bool
+) -> ModuleType:
     """Resolve ``backend=`` for one call.
 
     ``"auto"`` picks the first backend in :data:`BACKENDS` that supports the device, dtype and
@@ -67,7 +71,9 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype, needs_gr
         raise BackendError("no backend supports this call")  # unreachable: reference runs anywhere
     module = load_backend(name)
     if module is None:
-        raise BackendError(f"backend {name!r} is not available here (is its optional dependency installed?)")
+        raise BackendError(
+            f"backend {name!r} is not available here (is its optional dependency installed?)"
+        )
     if not module.supports(device, dtype, needs_grad):
         raise BackendError(
             f"backend {name!r} cannot run on device={device}, dtype={dtype}, needs_grad={needs_grad}"
