@@ -1,3 +1,50 @@
-"""deltarnn: delta networks for PyTorch."""
+"""deltarnn: delta networks for PyTorch (Neil, Lee, Delbruck & Liu, ICML 2017).
+
+A recurrent layer that sends a neuron's value only when it has changed by more than a threshold
+since it was last sent, so each step multiplies only the weight columns of the inputs that moved.
+"""
 
 __version__ = "0.1.0"
+
+from . import functional
+from .errors import (
+    BackendError,
+    ConfigError,
+    DeltaRNNError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    ThresholdError,
+)
+from .nn import (
+    DeltaGRU,
+    DeltaGRUCell,
+    DeltaGRUState,
+    DeltaLSTM,
+    DeltaLSTMCell,
+    DeltaLSTMState,
+    DeltaRNNState,
+    from_torch,
+    to_torch,
+)
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "DTypeError",
+    "DeltaGRU",
+    "DeltaGRUCell",
+    "DeltaGRUState",
+    "DeltaLSTM",
+    "DeltaLSTMCell",
+    "DeltaLSTMState",
+    "DeltaRNNError",
+    "DeltaRNNState",
+    "DeviceError",
+    "ShapeError",
+    "ThresholdError",
+    "__version__",
+    "from_torch",
+    "functional",
+    "to_torch",
+]

@@ -22,9 +22,9 @@ def pack(weight_ih: Tensor, weight_hh: Tensor) -> tuple[Tensor, Tensor]:
     return weight_ih, weight_hh
 
 
-def gru(x, state, packed, theta_x, theta_h, *, count=False):
-    return F.delta_gru(x, state, *packed, theta_x, theta_h, count=count)
+def gru(x, state, packed, theta_x, theta_h, *, count=False, h_transform=None):
+    return F.delta_gru(x, state, *packed, theta_x, theta_h, count=count, h_transform=h_transform)
 
 
-def lstm(x, state, packed, theta_x, theta_h, *, count=False):
-    return F.delta_lstm(x, state, *packed, theta_x, theta_h, count=count)
+def lstm(x, state, packed, theta_x, theta_h, *, count=False, h_transform=None):
+    return F.delta_lstm(x, state, *packed, theta_x, theta_h, count=count, h_transform=h_transform)

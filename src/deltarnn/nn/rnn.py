@@ -1,0 +1,376 @@
+"""Delta GRU and delta LSTM modules: drop-in replacements for ``torch.nn.GRU`` / ``LSTM``.
+
+Shape legend: T time steps, B batch, I ``input_size``, H ``hidden_size``, L ``num_layers``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .. import functional as F
+from ..errors import ConfigError, ShapeError
+from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from ..ops import select_backend
+from . import validate as V
+
+log = logging.getLogger(__name__)
+
+LayerState = DeltaGRUState | DeltaLSTMState
+DeltaRNNState = tuple[LayerState, ...]
+
+
+class _DeltaRNNBase(nn.Module):
+    """Shared machinery of :class:`DeltaGRU` and :class:`DeltaLSTM` (``mode`` "GRU" or "LSTM")."""
+
+    mode: str = ""
+    gates: int = 0
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        theta_x: V.ThetaArg = 0.0,
+        theta_h: V.ThetaArg = 0.0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if bidirectional:
+            raise ConfigError(
+                "bidirectional=True is not supported: a delta network runs on a causal stream, "
+                "where the future is not known"
+            )
+        if proj_size:
+            raise ConfigError(
+                f"proj_size must be 0 (projections are not supported), got {proj_size!r}"
+            )
+        V.check_sizes(input_size, hidden_size, num_layers, dropout)
+        if not isinstance(batch_first, bool) or not isinstance(bias, bool):
+            raise ConfigError("batch_first and bias must be bools")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = False
+        self.proj_size = 0
+        self.backend = backend
+        self.last_backend: str | None = None
+        # Training methods (deltarnn.train) set these: applied to the values the products see.
+        self.x_transform: Callable[[Tensor], Tensor] | None = None
+        self.h_transform: Callable[[Tensor], Tensor] | None = None
+        self._packed: dict[int, tuple[tuple, object]] = {}
+        factory = {"device": device, "dtype": dtype}
+        rows = self.gates * hidden_size
+        for k in range(num_layers):
+            layer_in = input_size if k == 0 else hidden_size
+            shapes = {"weight_ih": (rows, layer_in), "weight_hh": (rows, hidden_size)}
+            if bias:
+                shapes.update(bias_ih=(rows,), bias_hh=(rows,))
+            for name, shape in shapes.items():
+                param = nn.Parameter(torch.empty(shape, **factory))
+                self.register_parameter(self._param_name(name, k), param)
+        self.reset_parameters()
+        self.set_thresholds(theta_x, theta_h)
+
+    # -- parameters and thresholds -------------------------------------------------------------
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.GRU``/``LSTM``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def layer_sizes(self, k: int) -> tuple[int, int]:
+        """(input features, hidden units) of layer k."""
+        return (self.input_size if k == 0 else self.hidden_size), self.hidden_size
+
+    @staticmethod
+    def _param_name(name: str, k: int) -> str:
+        """torch's parameter name for layer k (cells override this: they have one layer, no suffix)."""
+        return f"{name}_l{k}"
+
+    def layer_weights(self, k: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; biases are None without bias."""
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return tuple(getattr(self, self._param_name(name, k), None) for name in names)
+
+    @property
+    def _like(self) -> Tensor:
+        """The parameter whose dtype and device every input must share."""
+        return self.layer_weights(0)[0]
+
+    def set_thresholds(
+        self, theta_x: V.ThetaArg | None = None, theta_h: V.ThetaArg | None = None
+    ) -> None:
+        """Set Θx and/or Θh: a float or a per-feature tensor for all layers, or a list per layer.
+
+        Layer k's Θx applies to its input, i.e. to layer k-1's output for k > 0.
+        """
+        like = self._like
+        for arg, kind in ((theta_x, "x"), (theta_h, "h")):
+            if arg is None:
+                continue
+            for k, value in enumerate(V.per_layer(arg, f"theta_{kind}", self.num_layers)):
+                features = self.layer_sizes(k)[0 if kind == "x" else 1]
+                tensor = V.threshold_tensor(value, f"theta_{kind}", features, like)
+                name = f"theta_{kind}_l{k}"
+                current = getattr(self, name, None)
+                if isinstance(current, nn.Parameter):
+                    with torch.no_grad():  # learnable thresholds stay parameters
+                        current.copy_(tensor.expand_as(current))
+                else:
+                    self.register_buffer(name, tensor)
+
+    def thresholds(self, k: int) -> tuple[Tensor, Tensor]:
+        """Θx and Θh of layer k, expanded to shapes (I_k,) and (H,)."""
+        features, hidden = self.layer_sizes(k)
+        return (
+            getattr(self, f"theta_x_l{k}").expand(features),
+            getattr(self, f"theta_h_l{k}").expand(hidden),
+        )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # A torch.nn.GRU/LSTM state_dict has no thresholds: it loads as is and keeps the module's.
+        # A state_dict with only some thresholds is still reported as missing keys.
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        theta_keys = [
+            prefix + f"theta_{kind}_l{k}" for k in range(self.num_layers) for kind in "xh"
+        ]
+        if not any(key in state_dict for key in theta_keys):
+            missing_keys[:] = [key for key in missing_keys if key not in theta_keys]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s + f", backend={self.backend!r}"
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def initial_state(
+        self, batch_size: int, h0: Tensor | None = None, c0: Tensor | None = None
+    ) -> DeltaRNNState:
+        """A fresh stream for ``batch_size`` sequences: x̂ = ĥ = 0, memories at the biases.
+
+        Args:
+            h0, c0: optional initial hidden (and cell) state, shape (L, B, H).
+        """
+        states = []
+        for k in range(self.num_layers):
+            w_ih, _, b_ih, b_hh = self.layer_weights(k)
+            h = None if h0 is None else h0[k]
+            if self.mode == "GRU":
+                states.append(F.gru_initial_state(w_ih, b_ih, b_hh, batch_size, h))
+            else:
+                c = None if c0 is None else c0[k]
+                states.append(F.lstm_initial_state(w_ih, b_ih, b_hh, batch_size, h, c))
+        return tuple(states)
+
+    def _check_state(self, state: DeltaRNNState, batch: int) -> None:
+        state_type = DeltaGRUState if self.mode == "GRU" else DeltaLSTMState
+        if not isinstance(state, (tuple, list)) or len(state) != self.num_layers:
+            raise ShapeError(
+                f"state must be a tuple of num_layers={self.num_layers} {state_type.__name__}"
+            )
+        param = self._like
+        for k, s in enumerate(state):
+            if not isinstance(s, state_type):
+                raise ShapeError(
+                    f"state[{k}] must be a {state_type.__name__}, got {type(s).__name__}"
+                )
+            features, hidden = self.layer_sizes(k)
+            for field, size in zip(s._fields, self._state_sizes(features, hidden), strict=True):
+                V.check_shape(getattr(s, field), f"state[{k}].{field}", (batch, size), param)
+
+    def _state_sizes(self, features: int, hidden: int) -> tuple[int, ...]:
+        if self.mode == "GRU":
+            return hidden, features, hidden, 4 * hidden
+        return hidden, hidden, features, hidden, 4 * hidden
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _packed_weights(self, k: int, backend) -> object:
+        w_ih, w_hh, _, _ = self.layer_weights(k)
+        if backend.NAME == "reference":
+            return backend.pack(w_ih, w_hh)  # live parameters: autograd needs them, not a copy
+        key = (backend.NAME, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
+        cached = self._packed.get(k)
+        if cached is None or cached[0] != key:
+            cached = (key, backend.pack(w_ih.detach(), w_hh.detach()))
+            self._packed[k] = cached
+        return cached[1]
+
+    def _choose_backend(self, x: Tensor):
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        transformed = self.x_transform is not None or self.h_transform is not None
+        if transformed and self.backend not in ("auto", "reference"):
+            raise ConfigError(
+                f"backend={self.backend!r} cannot apply training transforms; use 'reference' or 'auto'"
+            )
+        name = "reference" if transformed else self.backend
+        return select_backend(name, x.device, x.dtype, needs_grad)
+
+    def _run(
+        self, x: Tensor, state: DeltaRNNState, count: bool
+    ) -> tuple[Tensor, DeltaRNNState, list[DeltaCounts] | None]:
+        """All layers over x (T, B, I) from ``state``; the core every public entry point calls."""
+        backend = self._choose_backend(x)
+        self.last_backend = backend.NAME
+        run_layer = backend.gru if self.mode == "GRU" else backend.lstm
+        new_states, counts = [], []
+        for k in range(self.num_layers):
+            if k > 0 and self.dropout and self.training:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            if self.x_transform is not None:
+                x = self.x_transform(x)
+            theta_x, theta_h = self.thresholds(k)
+            packed = self._packed_weights(k, backend)
+            # Only the reference backend takes h_transform (_choose_backend made sure of it).
+            extra = {} if self.h_transform is None else {"h_transform": self.h_transform}
+            x, s, c = run_layer(x, state[k], packed, theta_x, theta_h, count=count, **extra)
+            new_states.append(s)
+            counts.append(c)
+        return x, tuple(new_states), (counts if count else None)
+
+    def stream(
+        self, input: Tensor, state: DeltaRNNState | None = None, *, count: bool = False
+    ) -> tuple[Tensor, DeltaRNNState] | tuple[Tensor, DeltaRNNState, list[DeltaCounts]]:
+        """Run a chunk of a stream from an explicit state and return the state after it.
+
+        Feeding a sequence in chunks gives the same outputs and final state as one pass.
+
+        Args:
+            input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched (the state
+                then has batch size 1).
+            state: a tuple of per-layer states from :meth:`initial_state` or a previous call;
+                ``None`` starts a fresh stream.
+            count: also return each layer's :class:`~deltarnn.functional.DeltaCounts`.
+
+        Returns:
+            ``(output, state)`` (plus the counts when ``count``); output has the input's layout.
+        """
+        x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
+        if state is None:
+            state = self.initial_state(x.shape[1])
+        else:
+            self._check_state(state, x.shape[1])
+        out, state, counts = self._run(x, state, count)
+        out = self._restore_layout(out, unbatched)
+        return (out, state, counts) if count else (out, state)
+
+    def _restore_layout(self, out: Tensor, unbatched: bool) -> Tensor:
+        if unbatched:
+            return out.squeeze(1)
+        return out.transpose(0, 1) if self.batch_first else out
+
+    def _check_h0(self, h0: Tensor, name: str, batch: int, unbatched: bool) -> Tensor:
+        expected = (
+            (self.num_layers, self.hidden_size)
+            if unbatched
+            else (self.num_layers, batch, self.hidden_size)
+        )
+        V.check_shape(h0, name, expected, self._like)
+        return h0.unsqueeze(1) if unbatched else h0
+
+
+class DeltaGRU(_DeltaRNNBase):
+    r"""A multi-layer delta GRU: ``torch.nn.GRU`` that sends only the changes above a threshold.
+
+    For each layer and step (DESIGN.md §1; Neil et al., ICML 2017)::
+
+        Δx_t = x_t - x̂_{t-1} where |x_t - x̂_{t-1}| > Θx, else 0   (x̂ keeps the last value sent)
+        Δh_t = h_{t-1} - ĥ_{t-1} where |h_{t-1} - ĥ_{t-1}| > Θh, else 0
+        M_r += W_ir Δx + W_hr Δh;  M_z += W_iz Δx + W_hz Δh;  M_xn += W_in Δx;  M_hn += W_hn Δh
+        r = σ(M_r);  z = σ(M_z);  n = tanh(M_xn + r ⊙ M_hn);  h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+    Memories start at the biases. With Θx = Θh = 0 the output equals ``torch.nn.GRU``.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, device, dtype: as in
+            ``torch.nn.GRU`` (``bidirectional`` and ``proj_size`` are rejected).
+        theta_x: Θx, a float, a per-feature tensor, or a list with one per layer.
+        theta_h: Θh, likewise.
+        backend: ``"auto"`` (the fastest that supports the call), ``"reference"``, ``"cpu"`` or
+            ``"triton"``. The one that ran last is in :attr:`last_backend`.
+
+    Inputs: ``input, h_0``
+        input: (T, B, I), (B, T, I) with ``batch_first``, or (T, I) unbatched.
+        h_0: (L, B, H) or (L, H) unbatched; zeros by default.
+
+    Outputs: ``output, h_n``
+        output: (T, B, H) (or batch first / unbatched like the input). h_n: (L, B, H) or (L, H).
+
+    For streaming with the whole state (x̂, ĥ, memories) use :meth:`stream`.
+    """
+
+    mode = "GRU"
+    gates = 3
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
+        h0 = None if hx is None else self._check_h0(hx, "hx", x.shape[1], unbatched)
+        out, state, _ = self._run(x, self.initial_state(x.shape[1], h0), count=False)
+        h_n = torch.stack([s.h for s in state])
+        return self._restore_layout(out, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+
+
+class DeltaLSTM(_DeltaRNNBase):
+    r"""A multi-layer delta LSTM: ``torch.nn.LSTM`` that sends only the changes above a threshold.
+
+    For each layer and step, with one memory per gate (order i|f|g|o, started at b_ih + b_hh)::
+
+        M += W_ih Δx + W_hh Δh
+        i = σ(M_i);  f = σ(M_f);  g = tanh(M_g);  o = σ(M_o)
+        c_t = f ⊙ c_{t-1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
+
+    Δx and Δh are as in :class:`DeltaGRU`. Arguments are those of :class:`DeltaGRU`.
+
+    Inputs: ``input, (h_0, c_0)``; outputs: ``output, (h_n, c_n)``, shaped as in ``torch.nn.LSTM``.
+    """
+
+    mode = "LSTM"
+    gates = 4
+
+    def forward(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
+        h0 = c0 = None
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise ShapeError("hx must be a tuple (h_0, c_0) for an LSTM")
+            h0 = self._check_h0(hx[0], "h_0", x.shape[1], unbatched)
+            c0 = self._check_h0(hx[1], "c_0", x.shape[1], unbatched)
+        out, state, _ = self._run(x, self.initial_state(x.shape[1], h0, c0), count=False)
+        h_n = torch.stack([s.h for s in state])
+        c_n = torch.stack([s.c for s in state])
+        if unbatched:
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return self._restore_layout(out, unbatched), (h_n, c_n)
