@@ -7,6 +7,7 @@ since it was last sent, so each step multiplies only the weight columns of the i
 __version__ = "0.1.0"
 
 from . import functional
+from .cost import CostReport, measure
 from .errors import (
     BackendError,
     ConfigError,
@@ -30,6 +31,7 @@ from .nn import (
 
 __all__ = [
     "BackendError",
+    "CostReport",
     "ConfigError",
     "DTypeError",
     "DeltaGRU",
@@ -46,5 +48,6 @@ __all__ = [
     "__version__",
     "from_torch",
     "functional",
+    "measure",
     "to_torch",
 ]
