@@ -1,0 +1,146 @@
+"""Every bad argument gets a specific exception that names it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import deltarnn
+from deltarnn.errors import (
+    BackendError,
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    ThresholdError,
+)
+
+
+@pytest.fixture
+def gru():
+    return deltarnn.DeltaGRU(4, 6, num_layers=2)
+
+
+def test_wrong_rank(gru):
+    with pytest.raises(ShapeError, match="input must be 2-D"):
+        gru(torch.randn(2, 3, 4, 5))
+    with pytest.raises(ShapeError, match="input must be 2-D"):
+        gru(torch.randn(4))
+
+
+def test_wrong_feature_size(gru):
+    with pytest.raises(ShapeError, match="input_size=4"):
+        gru(torch.randn(5, 2, 3))
+
+
+def test_h0_shape(gru):
+    with pytest.raises(ShapeError, match=r"hx must have shape \(2, 3, 6\)"):
+        gru(torch.randn(5, 3, 4), torch.randn(1, 3, 6))
+    with pytest.raises(ShapeError, match=r"hx must have shape \(2, 6\)"):
+        gru(torch.randn(5, 4), torch.randn(2, 1, 6))
+    lstm = deltarnn.DeltaLSTM(4, 6)
+    with pytest.raises(ShapeError, match="tuple"):
+        lstm(torch.randn(5, 1, 4), torch.randn(1, 1, 6))
+    with pytest.raises(ShapeError, match="c_0 must have shape"):
+        lstm(torch.randn(5, 1, 4), (torch.zeros(1, 1, 6), torch.zeros(1, 2, 6)))
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf])
+def test_bad_threshold_value(bad):
+    with pytest.raises(ThresholdError, match="theta_x must be finite and >= 0"):
+        deltarnn.DeltaGRU(4, 6, theta_x=bad)
+    with pytest.raises(ThresholdError, match="theta_h"):
+        deltarnn.DeltaLSTM(4, 6, theta_h=torch.tensor([0.1, 0.1, 0.1, bad, 0.1, 0.1]))
+
+
+def test_bad_threshold_shape_and_type():
+    with pytest.raises(ThresholdError, match=r"shape \(4,\)"):
+        deltarnn.DeltaGRU(4, 6, theta_x=torch.zeros(5))
+    with pytest.raises(ThresholdError, match="num_layers=2 entries"):
+        deltarnn.DeltaGRU(4, 6, num_layers=2, theta_h=[0.1, 0.2, 0.3])
+    with pytest.raises(ThresholdError, match="float or a tensor"):
+        deltarnn.DeltaGRU(4, 6, theta_x="0.1")
+    with pytest.raises(ThresholdError, match="floating-point"):
+        deltarnn.DeltaGRU(4, 6, theta_x=torch.tensor([1, 2, 3, 4]))
+
+
+def test_dtype_mismatch(gru):
+    with pytest.raises(DTypeError, match="input has dtype torch.float64"):
+        gru(torch.randn(5, 2, 4, dtype=torch.float64))
+    with pytest.raises(DTypeError, match="hx has dtype"):
+        gru(torch.randn(5, 2, 4), torch.zeros(2, 2, 6, dtype=torch.float64))
+
+
+def test_device_mismatch(gru):
+    with pytest.raises(DeviceError, match="input is on meta"):
+        gru(torch.empty(5, 2, 4, device="meta"))
+
+
+def test_bidirectional_and_projection_rejected():
+    with pytest.raises(ConfigError, match="bidirectional"):
+        deltarnn.DeltaGRU(4, 6, bidirectional=True)
+    with pytest.raises(ConfigError, match="bidirectional"):
+        deltarnn.from_torch(torch.nn.GRU(4, 6, bidirectional=True))
+    with pytest.raises(ConfigError, match="proj_size"):
+        deltarnn.DeltaLSTM(4, 6, proj_size=2)
+    with pytest.raises(ConfigError, match="proj_size"):
+        deltarnn.from_torch(torch.nn.LSTM(4, 6, proj_size=2))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"input_size": 0}, "input_size must be a positive int"),
+        ({"hidden_size": 2.5}, "hidden_size must be a positive int"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"dropout": 1.5}, "dropout must be a number in"),
+    ],
+)
+def test_bad_sizes(kwargs, match):
+    args = {"input_size": 4, "hidden_size": 6, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        deltarnn.DeltaGRU(**args)
+
+
+def test_bad_state(gru):
+    x = torch.randn(5, 2, 4)
+    _, state = gru.stream(x)
+    with pytest.raises(ShapeError, match="tuple of num_layers=2"):
+        gru.stream(x, state[:1])
+    with pytest.raises(ShapeError, match=r"state\[0\].h must have shape \(3, 6\)"):
+        gru.stream(torch.randn(5, 3, 4), state)  # state of batch 2 for a batch of 3
+    with pytest.raises(ShapeError, match=r"state\[1\] must be a DeltaGRUState"):
+        gru.stream(x, (state[0], torch.zeros(2, 6)))
+    bad_memory = state[1]._replace(m=torch.zeros(2, 18))
+    with pytest.raises(ShapeError, match=r"state\[1\].m must have shape \(2, 24\)"):
+        gru.stream(x, (state[0], bad_memory))
+
+
+def test_cell_errors():
+    cell = deltarnn.DeltaGRUCell(4, 6)
+    with pytest.raises(ShapeError, match="input must be 1-D"):
+        cell(torch.randn(2, 3, 4))
+    with pytest.raises(ShapeError, match="input_size=4"):
+        cell(torch.randn(2, 5))
+    with pytest.raises(ShapeError, match=r"hx must have shape \(2, 6\)"):
+        cell(torch.randn(2, 4), torch.randn(3, 6))
+
+
+def test_backend_errors():
+    with pytest.raises(BackendError, match="backend must be one of"):
+        deltarnn.DeltaGRU(4, 6, backend="fpga")(torch.randn(3, 1, 4))
+    model = deltarnn.DeltaGRU(4, 6, backend="reference")
+    model.h_transform = torch.round
+    model(torch.randn(3, 1, 4))  # the reference backend applies transforms
+    model.backend = "cpu"
+    with pytest.raises((ConfigError, BackendError)):
+        model(torch.randn(3, 1, 4))
+
+
+def test_conversion_errors():
+    with pytest.raises(ConfigError, match="nn.GRU, nn.LSTM"):
+        deltarnn.from_torch(torch.nn.RNN(3, 4))
+    with pytest.raises(ConfigError, match="DeltaGRU"):
+        deltarnn.to_torch(torch.nn.GRU(3, 4))
