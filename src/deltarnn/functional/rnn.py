@@ -80,6 +80,8 @@ def count_sends(delta_x: Tensor, delta_h: Tensor) -> DeltaCounts:
         nh=sent_h.sum(-1),
         ux=sent_x.any(1).sum(-1),
         uh=sent_h.any(1).sum(-1),
+        abs_x=delta_x.abs().sum(-1),
+        abs_h=delta_h.abs().sum(-1),
     )
 
 
