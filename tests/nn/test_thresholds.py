@@ -7,6 +7,7 @@ import torch
 from tests.step_by_step import delta_rnn
 
 import deltarnn
+from deltarnn.ops import available_backends
 
 
 def grid_input(steps, batch, features, seed):
@@ -103,4 +104,11 @@ def test_state_is_explicit_not_hidden_on_the_module():
         a = module(x)[0]
         b = module(x)[0]  # a second call starts fresh: nothing was kept on the module
     torch.testing.assert_close(a, b, atol=0, rtol=0)
-    assert module.last_backend == "reference"
+    assert module.last_backend in available_backends()
+
+
+def test_auto_backend_is_differentiable_when_gradients_are_needed():
+    module = deltarnn.DeltaGRU(3, 4, theta_x=0.1)
+    out, _ = module(torch.randn(5, 2, 3))
+    assert out.requires_grad
+    assert module.last_backend == "reference"  # the only differentiable CPU backend
