@@ -1,0 +1,101 @@
+"""Data sets and features for training and measuring delta networks.
+
+Nothing here downloads at import time. Raw data are found through ``root=``, else the
+``DELTARNN_DATA`` environment variable, else ``~/.cache/deltarnn`` (see :mod:`.root`); derived
+files (features, decoded frames) are cached under :func:`cache_dir` (``DELTARNN_CACHE``).
+
+=================  ==========================================  ===================================
+module             items                                        splits
+=================  ==========================================  ===================================
+:mod:`.fsdd`       (features (T, 40), digit int)                by take (usual) or by speaker
+:mod:`.digit_strings`  (features (T, 40), labels (L,) 1..10)    spliced within one FSDD split
+:mod:`.asterisk`   (features (T, 40), labels (L,) 1..28)        by a hash of the prompt name
+:mod:`.steering`   (frames (L, C, H, W) in [0, 1], steering (L,))  by time within each session
+=================  ==========================================  ===================================
+
+Batch with :func:`collate_sequences` (classification) or :func:`collate_ctc` (CTC), and
+standardise features with a :class:`FeatureNormalizer` fitted on the training split.
+"""
+
+from .asterisk import (
+    AsteriskDataset,
+    Utterance,
+    list_utterances,
+    load_asterisk,
+    normalize_text,
+    prepare_asterisk,
+    split_utterances,
+)
+from .collate import collate_ctc, collate_sequences, pad_sequences
+from .digit_strings import (
+    DigitString,
+    DigitStringConfig,
+    DigitStringDataset,
+    load_digit_strings,
+    plan_digit_strings,
+    synthesize,
+)
+from .errors import DataIntegrityError, DataNotFoundError, DownloadError
+from .features import FeatureCache, FeatureNormalizer, FeatureParams, load_audio, log_mel
+from .fsdd import (
+    FSDDDataset,
+    Recording,
+    Split,
+    download_fsdd,
+    list_recordings,
+    load_fsdd,
+    split_by_speaker,
+    split_by_take,
+)
+from .root import cache_dir, data_root
+from .steering import (
+    SteeringDataset,
+    SteeringSession,
+    load_frames,
+    load_sessions,
+    load_steering,
+    temporal_split,
+)
+
+__all__ = [
+    "AsteriskDataset",
+    "DataIntegrityError",
+    "DataNotFoundError",
+    "DigitString",
+    "DigitStringConfig",
+    "DigitStringDataset",
+    "DownloadError",
+    "FSDDDataset",
+    "FeatureCache",
+    "FeatureNormalizer",
+    "FeatureParams",
+    "Recording",
+    "Split",
+    "SteeringDataset",
+    "SteeringSession",
+    "Utterance",
+    "cache_dir",
+    "collate_ctc",
+    "collate_sequences",
+    "data_root",
+    "download_fsdd",
+    "list_recordings",
+    "list_utterances",
+    "load_asterisk",
+    "load_audio",
+    "load_digit_strings",
+    "load_frames",
+    "load_fsdd",
+    "load_sessions",
+    "load_steering",
+    "log_mel",
+    "normalize_text",
+    "pad_sequences",
+    "plan_digit_strings",
+    "prepare_asterisk",
+    "split_by_speaker",
+    "split_by_take",
+    "split_utterances",
+    "synthesize",
+    "temporal_split",
+]
