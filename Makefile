@@ -8,6 +8,7 @@ DELTARNN_DATA ?= $(abspath ../shared/data)
 export DELTARNN_DATA
 
 BIN := $(VENV)/bin
+LINT_PATHS := $(wildcard $(LINT_PATHS))
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format bench clean
@@ -23,17 +24,17 @@ demo: $(STAMP)
 	$(BIN)/python -m deltarnn demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks experiments
-	$(BIN)/ruff check --fix src tests benchmarks experiments
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
