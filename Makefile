@@ -8,7 +8,7 @@ DELTARNN_DATA ?= $(abspath ../shared/data)
 export DELTARNN_DATA
 
 BIN := $(VENV)/bin
-LINT_PATHS := $(wildcard $(LINT_PATHS))
+LINT_PATHS := $(wildcard src tests benchmarks experiments examples)
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format bench clean
