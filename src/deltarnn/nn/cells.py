@@ -5,6 +5,7 @@ Shape legend: B batch, I ``input_size``, H ``hidden_size``.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..errors import ShapeError
@@ -14,6 +15,31 @@ from .rnn import DeltaGRU, DeltaLSTM, LayerState
 
 class _CellMixin:
     """A cell is a one-layer delta RNN run one step at a time; parameters keep torch's cell names."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        theta_x: V.ThetaLike = 0.0,
+        theta_h: V.ThetaLike = 0.0,
+        backend: str = "auto",
+    ) -> None:
+        # torch's cell signature, on a one-layer module
+        super().__init__(
+            input_size,
+            hidden_size,
+            1,
+            bias,
+            device=device,
+            dtype=dtype,
+            theta_x=theta_x,
+            theta_h=theta_h,
+            backend=backend,
+        )
 
     @staticmethod
     def _param_name(name: str, k: int) -> str:
@@ -71,30 +97,6 @@ class DeltaGRUCell(_CellMixin, DeltaGRU):
     Outputs: ``h, state``: h (B, H) or (H,), and the state to pass to the next step.
     """
 
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        bias=True,
-        device=None,
-        dtype=None,
-        *,
-        theta_x=0.0,
-        theta_h=0.0,
-        backend="auto",
-    ):
-        super().__init__(
-            input_size,
-            hidden_size,
-            1,
-            bias,
-            device=device,
-            dtype=dtype,
-            theta_x=theta_x,
-            theta_h=theta_h,
-            backend=backend,
-        )
-
     def forward(self, input: Tensor, state=None):
         return self._step(input, state, hx_fields=1)
 
@@ -107,30 +109,6 @@ class DeltaLSTMCell(_CellMixin, DeltaLSTM):
 
     Outputs: ``h, state``.
     """
-
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        bias=True,
-        device=None,
-        dtype=None,
-        *,
-        theta_x=0.0,
-        theta_h=0.0,
-        backend="auto",
-    ):
-        super().__init__(
-            input_size,
-            hidden_size,
-            1,
-            bias,
-            device=device,
-            dtype=dtype,
-            theta_x=theta_x,
-            theta_h=theta_h,
-            backend=backend,
-        )
 
     def forward(self, input: Tensor, state=None):
         return self._step(input, state, hx_fields=2)

@@ -18,9 +18,20 @@ _TO_DELTA = {
 _TO_TORCH = {delta: torch_type for torch_type, delta in _TO_DELTA.items()}
 
 
-def _factory(module: nn.Module) -> dict:
+def _constructor(target: type, module: nn.Module, **extra) -> nn.Module:
+    """``target`` built with the sizes, options, device and dtype of ``module`` (torch or delta)."""
     weight = next(module.parameters())
-    return {"device": weight.device, "dtype": weight.dtype}
+    factory = {"device": weight.device, "dtype": weight.dtype, **extra}
+    if isinstance(module, (nn.GRUCell, nn.LSTMCell, DeltaGRUCell, DeltaLSTMCell)):
+        return target(module.input_size, module.hidden_size, module.bias, **factory)
+    args = (
+        module.input_size,
+        module.hidden_size,
+        module.num_layers,
+        module.bias,
+        module.batch_first,
+    )
+    return target(*args, module.dropout, **factory)
 
 
 def from_torch(
@@ -39,28 +50,13 @@ def from_torch(
         raise ConfigError(
             f"module must be one of nn.GRU, nn.LSTM, nn.GRUCell, nn.LSTMCell; got {type(module).__name__}"
         )
-    thresholds = {"theta_x": theta_x, "theta_h": theta_h, "backend": backend}
-    if isinstance(module, (nn.GRUCell, nn.LSTMCell)):
-        delta = delta_type(
-            module.input_size, module.hidden_size, module.bias, **_factory(module), **thresholds
+    if getattr(module, "bidirectional", False):
+        raise ConfigError(
+            "module.bidirectional must be False: delta networks run on causal streams"
         )
-    else:
-        if module.bidirectional:
-            raise ConfigError(
-                "module.bidirectional must be False: delta networks run on causal streams"
-            )
-        if getattr(module, "proj_size", 0):
-            raise ConfigError(f"module.proj_size must be 0, got {module.proj_size}")
-        delta = delta_type(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            module.bias,
-            module.batch_first,
-            module.dropout,
-            **_factory(module),
-            **thresholds,
-        )
+    if getattr(module, "proj_size", 0):
+        raise ConfigError(f"module.proj_size must be 0, got {module.proj_size}")
+    delta = _constructor(delta_type, module, theta_x=theta_x, theta_h=theta_h, backend=backend)
     delta.load_state_dict(module.state_dict(), strict=True)
     delta.train(module.training)
     return delta
@@ -74,18 +70,7 @@ def to_torch(module: DeltaGRU | DeltaLSTM | DeltaGRUCell | DeltaLSTMCell) -> nn.
             "module must be a DeltaGRU, DeltaLSTM, DeltaGRUCell or DeltaLSTMCell; "
             f"got {type(module).__name__}"
         )
-    if isinstance(module, (DeltaGRUCell, DeltaLSTMCell)):
-        dense = torch_type(module.input_size, module.hidden_size, module.bias, **_factory(module))
-    else:
-        dense = torch_type(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            module.bias,
-            module.batch_first,
-            module.dropout,
-            **_factory(module),
-        )
+    dense = _constructor(torch_type, module)
     weights = {k: v for k, v in module.state_dict().items() if not k.startswith("theta_")}
     dense.load_state_dict(weights, strict=True)
     dense.train(module.training)
