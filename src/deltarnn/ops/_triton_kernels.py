@@ -1,0 +1,670 @@
+"""Triton kernels of the ``triton`` backend (inference) and of the fast delta training path.
+
+Every kernel has a pure-PyTorch twin it is tested against: the functional spec
+(:mod:`deltarnn.functional`) for inference, and the ``*_ref`` functions of
+:mod:`deltarnn.ops.triton_train` for training. Do not import this module directly: use
+:func:`deltarnn.ops.triton.kernels`, which rebuilds it when ``TRITON_INTERPRET`` changed (Triton
+reads that variable when ``@triton.jit`` runs, i.e. at import).
+
+Shape legend: B batch, I input features, H hidden units, G gates (3 GRU, 4 LSTM).
+
+Layouts:
+
+* weights for inference are packed transposed, ``W^T`` of shape (I, G*H) and (H, G*H), so that
+  the weights of one input column j (what a delta of feature j multiplies) are one contiguous row;
+  a step reads only the rows of the columns that sent a delta.
+* the memory ``m`` is (B, 4H): ``[M_r | M_z | M_xn | M_hn]`` (GRU) or ``[M_i | M_f | M_g | M_o]``
+  (LSTM), as in :class:`deltarnn.functional.DeltaGRUState`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+# How this module was built; deltarnn.ops.triton.kernels() reloads it when the variable changed.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    # Triton has no tanh in tl; 2*sigmoid(2x) - 1 is exact up to rounding of the order of eps.
+    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
+@triton.jit
+def _mac(acc, d, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """acc (BB, BH) += d (BB, BK) @ w (BK, BH).
+
+    ``tl.dot`` needs BB >= 16 on a GPU; a batch of 1-4 rows uses a broadcast multiply-reduce.
+    """
+    if USE_DOT:
+        acc = tl.dot(d, w, acc, input_precision=PRECISION)
+    else:
+        acc += tl.sum(d[:, :, None] * w[None, :, :], axis=1)
+    return acc
+
+
+# --------------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def delta_scan_kernel(
+    x_ptr,
+    xhat_ptr,
+    theta_ptr,
+    delta_ptr,
+    last_ptr,
+    T,
+    N,
+    F,
+    STORE_DELTA: tl.constexpr,
+    STORE_LAST: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Delta-encode a whole sequence (T, B, F) against x̂, one program per block of B*F entries.
+
+    Writes the deltas (T, B, F) and/or, for training, the index of the last step that sent each
+    entry (``t + 1``, or 0 when it still holds the initial x̂), and the final x̂ in place.
+    Arithmetic is in x̂'s dtype.
+    """
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    theta = tl.load(theta_ptr + offs % F, mask=mask, other=0.0)
+    xhat = tl.load(xhat_ptr + offs, mask=mask, other=0.0)
+    last = tl.zeros([BLOCK], dtype=tl.int64)
+    # Advance the pointers by one step at a time: 64-bit pointer arithmetic, no t*N overflow.
+    x_ptr += offs
+    delta_ptr += offs
+    last_ptr += offs
+    for t in range(T):
+        x = tl.load(x_ptr, mask=mask, other=0.0).to(xhat.dtype)
+        diff = x - xhat
+        send = tl.abs(diff) > theta
+        if STORE_DELTA:
+            tl.store(delta_ptr, tl.where(send, diff, 0.0), mask=mask)
+        xhat = tl.where(send, x, xhat)
+        if STORE_LAST:
+            last = tl.where(send, t + 1, last)
+            tl.store(last_ptr, last, mask=mask)
+        x_ptr += N
+        delta_ptr += N
+        last_ptr += N
+    tl.store(xhat_ptr + offs, xhat, mask=mask)
+
+
+@triton.jit
+def encode_kernel(
+    v_ptr,
+    vhat_in_ptr,
+    vhat_out_ptr,
+    theta_ptr,
+    delta_ptr,
+    flags_ptr,
+    B,
+    F,
+    BLOCK_B: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+):
+    """Delta-encode one (B, F) vector; each program owns a block of features and every batch row.
+
+    Writes the delta, the new x̂ (to ``vhat_out``, which may alias ``vhat_in``) and a flag per
+    feature: 1 when any row of the batch sent it (the column the batched product must read).
+    """
+    cols = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
+    cmask = cols < F
+    theta = tl.load(theta_ptr + cols, mask=cmask, other=0.0)
+    any_sent = tl.zeros([BLOCK_F], dtype=tl.int32)
+    for b0 in range(0, B, BLOCK_B):
+        rows = b0 + tl.arange(0, BLOCK_B)
+        m2 = (rows < B)[:, None] & cmask[None, :]
+        off = rows[:, None] * F + cols[None, :]
+        v = tl.load(v_ptr + off, mask=m2, other=0.0)
+        vhat = tl.load(vhat_in_ptr + off, mask=m2, other=0.0)
+        diff = v - vhat
+        send = (tl.abs(diff) > theta[None, :]) & m2
+        tl.store(delta_ptr + off, tl.where(send, diff, 0.0), mask=m2)
+        tl.store(vhat_out_ptr + off, tl.where(send, v, vhat), mask=m2)
+        any_sent = tl.maximum(any_sent, tl.max(send.to(tl.int32), axis=0))
+    tl.store(flags_ptr + cols, any_sent, mask=cmask)
+
+
+@triton.jit
+def _compact(flags, cols, cmask, idx_ptr, base):
+    """Append the columns whose flag is set to ``idx`` at ``base``; return the new length."""
+    sent = (flags != 0) & cmask
+    pos = base + tl.cumsum(sent.to(tl.int32), axis=0) - 1
+    tl.store(idx_ptr + pos, cols, mask=sent)
+    return base + tl.sum(sent.to(tl.int32), axis=0)
+
+
+@triton.jit
+def prepare_step_kernel(
+    x_ptr,
+    xhat_ptr,
+    theta_x_ptr,
+    dx_ptr,
+    idx_x_ptr,
+    flags_h_ptr,
+    idx_h_ptr,
+    n_ptr,
+    B,
+    I,
+    H,
+    ENCODE_X: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """First kernel of a step (one program): the lists of active columns.
+
+    With ``ENCODE_X`` it delta-encodes the input x (B, I) against x̂ (deltas to ``dx``, x̂ in place)
+    and compacts the columns any batch row sent into ``idx_x``. It always compacts the hidden
+    columns flagged by the previous step into ``idx_h`` and clears those flags. The list lengths go
+    to ``n = [n_x, n_h]``. A compacted list lets the product kernel loop over active columns only.
+    """
+    n_x = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
+    if ENCODE_X:
+        for c0 in range(0, I, BLOCK_C):
+            cols = c0 + tl.arange(0, BLOCK_C)
+            cmask = cols < I
+            theta = tl.load(theta_x_ptr + cols, mask=cmask, other=0.0)
+            any_sent = tl.zeros([BLOCK_C], dtype=tl.int32)
+            for b0 in range(0, B, BLOCK_B):
+                rows = b0 + tl.arange(0, BLOCK_B)
+                m2 = (rows < B)[:, None] & cmask[None, :]
+                off = rows[:, None] * I + cols[None, :]
+                x = tl.load(x_ptr + off, mask=m2, other=0.0).to(tl.float32)
+                xhat = tl.load(xhat_ptr + off, mask=m2, other=0.0)
+                diff = x - xhat
+                send = (tl.abs(diff) > theta[None, :]) & m2
+                tl.store(dx_ptr + off, tl.where(send, diff, 0.0), mask=m2)
+                tl.store(xhat_ptr + off, tl.where(send, x, xhat), mask=m2)
+                any_sent = tl.maximum(any_sent, tl.max(send.to(tl.int32), axis=0))
+            n_x = _compact(any_sent, cols, cmask, idx_x_ptr, n_x)
+    n_h = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
+    for c0 in range(0, H, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        cmask = cols < H
+        flags = tl.load(flags_h_ptr + cols, mask=cmask, other=0)
+        n_h = _compact(flags, cols, cmask, idx_h_ptr, n_h)
+        tl.store(flags_h_ptr + cols, tl.zeros([BLOCK_C], dtype=tl.int32), mask=cmask)
+    tl.store(n_ptr, n_x)
+    tl.store(n_ptr + 1, n_h)
+
+
+@triton.jit
+def _sparse_columns(
+    acc0,
+    acc1,
+    acc2,
+    acc3,
+    wt_ptr,
+    d_ptr,
+    idx_ptr,
+    n,
+    rows,
+    bmask,
+    units,
+    umask,
+    F,
+    H,
+    HIDDEN_SIDE: tl.constexpr,
+    LSTM: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Add ``delta[:, j] * W[:, j]`` over the ``n`` active columns j listed in ``idx``.
+
+    ``wt_ptr`` is W^T (F, G*H); only rows of active columns are read. The gate blocks go to the
+    accumulators of the memory parts they feed: LSTM i|f|g|o -> 0|1|2|3; GRU input side r|z|n ->
+    0|1|2 (M_xn), hidden side r|z|n -> 0|1|3 (M_hn).
+    """
+    if LSTM:
+        gh = 4 * H
+    else:
+        gh = 3 * H
+    for k0 in range(0, n, BLOCK_K):
+        kk = k0 + tl.arange(0, BLOCK_K)
+        kmask = kk < n
+        cols = tl.load(idx_ptr + kk, mask=kmask, other=0)
+        d = tl.load(
+            d_ptr + rows[:, None] * F + cols[None, :],
+            mask=bmask[:, None] & kmask[None, :],
+            other=0.0,
+        )
+        wp = wt_ptr + cols[:, None] * gh + units[None, :]
+        wm = kmask[:, None] & umask[None, :]
+        acc0 = _mac(acc0, d, tl.load(wp, mask=wm, other=0.0).to(tl.float32), USE_DOT, PRECISION)
+        acc1 = _mac(acc1, d, tl.load(wp + H, mask=wm, other=0.0).to(tl.float32), USE_DOT, PRECISION)
+        w2 = tl.load(wp + 2 * H, mask=wm, other=0.0).to(tl.float32)
+        if LSTM:
+            acc2 = _mac(acc2, d, w2, USE_DOT, PRECISION)
+            w3 = tl.load(wp + 3 * H, mask=wm, other=0.0).to(tl.float32)
+            acc3 = _mac(acc3, d, w3, USE_DOT, PRECISION)
+        elif HIDDEN_SIDE:
+            acc3 = _mac(acc3, d, w2, USE_DOT, PRECISION)
+        else:
+            acc2 = _mac(acc2, d, w2, USE_DOT, PRECISION)
+    return acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def delta_step_kernel(
+    wih_t_ptr,
+    dx_ptr,
+    idx_x_ptr,
+    gx_ptr,
+    whh_t_ptr,
+    dh_ptr,
+    idx_h_ptr,
+    n_ptr,
+    m_ptr,
+    h_ptr,
+    c_ptr,
+    out_ptr,
+    hhat_in_ptr,
+    hhat_out_ptr,
+    theta_h_ptr,
+    dh_next_ptr,
+    flags_h_ptr,
+    B,
+    I,
+    H,
+    encode_next,
+    LSTM: tl.constexpr,
+    X_SPARSE: tl.constexpr,
+    STORE_OUT: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Second kernel of a step: sparse products, memory update, gates, and the next Δh.
+
+    Program (p, q) owns hidden units ``[p*BLOCK_H, (p+1)*BLOCK_H)`` of every gate and batch rows
+    ``[q*BLOCK_B, ...)``. It adds the input side (the sparse product over ``idx_x``, or the
+    precomputed ``gx`` row of the dense-over-time product) and the hidden side (sparse over
+    ``idx_h``) to its slice of m, applies the gates, writes h (and c), then, when
+    ``encode_next``, delta-encodes the new h for the next step: Δh to ``dh_next``, ĥ to
+    ``hhat_out`` and an any-row flag per unit (atomic, since batch blocks share a unit).
+    """
+    units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    umask = units < H
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = rows < B
+    m2 = bmask[:, None] & umask[None, :]
+    if LSTM:
+        gh = 4 * H
+    else:
+        gh = 3 * H
+
+    acc0 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+    if X_SPARSE:
+        n_x = tl.load(n_ptr)
+        acc0, acc1, acc2, acc3 = _sparse_columns(
+            acc0, acc1, acc2, acc3, wih_t_ptr, dx_ptr, idx_x_ptr, n_x, rows, bmask, units,
+            umask, I, H, False, LSTM, USE_DOT, PRECISION, BLOCK_K,
+        )  # fmt: skip
+    else:
+        gp = gx_ptr + rows[:, None] * gh + units[None, :]
+        acc0 += tl.load(gp, mask=m2, other=0.0)
+        acc1 += tl.load(gp + H, mask=m2, other=0.0)
+        acc2 += tl.load(gp + 2 * H, mask=m2, other=0.0)
+        if LSTM:
+            acc3 += tl.load(gp + 3 * H, mask=m2, other=0.0)
+    n_h = tl.load(n_ptr + 1)
+    acc0, acc1, acc2, acc3 = _sparse_columns(
+        acc0, acc1, acc2, acc3, whh_t_ptr, dh_ptr, idx_h_ptr, n_h, rows, bmask, units, umask,
+        H, H, True, LSTM, USE_DOT, PRECISION, BLOCK_K,
+    )  # fmt: skip
+
+    mp = m_ptr + rows[:, None] * (4 * H) + units[None, :]
+    m0 = tl.load(mp, mask=m2, other=0.0) + acc0
+    m1 = tl.load(mp + H, mask=m2, other=0.0) + acc1
+    mm2 = tl.load(mp + 2 * H, mask=m2, other=0.0) + acc2
+    m3 = tl.load(mp + 3 * H, mask=m2, other=0.0) + acc3
+    tl.store(mp, m0, mask=m2)
+    tl.store(mp + H, m1, mask=m2)
+    tl.store(mp + 2 * H, mm2, mask=m2)
+    tl.store(mp + 3 * H, m3, mask=m2)
+
+    off = rows[:, None] * H + units[None, :]
+    if LSTM:
+        c = _sigmoid(m1) * tl.load(c_ptr + off, mask=m2, other=0.0) + _sigmoid(m0) * _tanh(mm2)
+        tl.store(c_ptr + off, c, mask=m2)
+        h = _sigmoid(m3) * _tanh(c)
+    else:
+        r = _sigmoid(m0)
+        z = _sigmoid(m1)
+        n = _tanh(mm2 + r * m3)
+        h = (1.0 - z) * n + z * tl.load(h_ptr + off, mask=m2, other=0.0)
+    tl.store(h_ptr + off, h, mask=m2)
+    if STORE_OUT:
+        tl.store(out_ptr + off, h, mask=m2)
+
+    if encode_next != 0:
+        hhat = tl.load(hhat_in_ptr + off, mask=m2, other=0.0)
+        theta = tl.load(theta_h_ptr + units, mask=umask, other=0.0)
+        diff = h - hhat
+        send = (tl.abs(diff) > theta[None, :]) & m2
+        tl.store(dh_next_ptr + off, tl.where(send, diff, 0.0), mask=m2)
+        tl.store(hhat_out_ptr + off, tl.where(send, h, hhat), mask=m2)
+        any_sent = tl.max(send.to(tl.int32), axis=0)
+        tl.atomic_max(flags_h_ptr + units, any_sent, mask=umask & (any_sent > 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Training: the recurrence m_t = P_t + W_hh (ĥ_t - ĥ_0) with ĥ_t = delta(h_{t-1}, ĥ_{t-1}),
+# forward and hand-written backward, one launch per step each way.
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def train_forward_step_kernel(
+    p_ptr,
+    h_prev_ptr,
+    hhat_prev_ptr,
+    hhat0_ptr,
+    whh_t_ptr,
+    theta_ptr,
+    hhat_ptr,
+    send_ptr,
+    m_ptr,
+    gates_ptr,
+    h_ptr,
+    c_prev_ptr,
+    c_ptr,
+    B,
+    H,
+    LSTM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """One training step, program (p, q) owning hidden units block p and batch rows block q.
+
+    Each program re-derives ĥ_t = send ? h_{t-1} : ĥ_{t-1} on the fly for every column k of
+    the product q = (ĥ_t - ĥ_0) W_hh^T (cheap element-wise work, no grid-wide sync) and writes
+    ĥ_t and the send mask for its own units only. Then m = P_t + q, the gates, and h (c).
+    Saved for the backward: ``gates`` = [r|z|n|M_hn] (GRU) or [i|f|g|o] (LSTM).
+    Arithmetic is in P's dtype (fp32 or fp64).
+    """
+    units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    umask = units < H
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = rows < B
+    m2 = bmask[:, None] & umask[None, :]
+    dtype = p_ptr.dtype.element_ty
+    if LSTM:
+        gh = 4 * H
+    else:
+        gh = 3 * H
+
+    q0 = tl.zeros([BLOCK_B, BLOCK_H], dtype=dtype)
+    q1 = tl.zeros([BLOCK_B, BLOCK_H], dtype=dtype)
+    q2 = tl.zeros([BLOCK_B, BLOCK_H], dtype=dtype)
+    q3 = tl.zeros([BLOCK_B, BLOCK_H], dtype=dtype)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < H
+        mk = bmask[:, None] & kmask[None, :]
+        off = rows[:, None] * H + ks[None, :]
+        hp = tl.load(h_prev_ptr + off, mask=mk, other=0.0)
+        hhp = tl.load(hhat_prev_ptr + off, mask=mk, other=0.0)
+        theta = tl.load(theta_ptr + ks, mask=kmask, other=0.0)
+        u = tl.where(tl.abs(hp - hhp) > theta[None, :], hp, hhp)
+        u = u - tl.load(hhat0_ptr + off, mask=mk, other=0.0)
+        wp = whh_t_ptr + ks[:, None] * gh + units[None, :]
+        wm = kmask[:, None] & umask[None, :]
+        q0 = tl.dot(u, tl.load(wp, mask=wm, other=0.0), q0, input_precision=PRECISION)
+        q1 = tl.dot(u, tl.load(wp + H, mask=wm, other=0.0), q1, input_precision=PRECISION)
+        q2 = tl.dot(u, tl.load(wp + 2 * H, mask=wm, other=0.0), q2, input_precision=PRECISION)
+        if LSTM:
+            w3 = tl.load(wp + 3 * H, mask=wm, other=0.0)
+            q3 = tl.dot(u, w3, q3, input_precision=PRECISION)
+
+    off = rows[:, None] * H + units[None, :]
+    hp = tl.load(h_prev_ptr + off, mask=m2, other=0.0)
+    hhp = tl.load(hhat_prev_ptr + off, mask=m2, other=0.0)
+    theta = tl.load(theta_ptr + units, mask=umask, other=0.0)
+    send = tl.abs(hp - hhp) > theta[None, :]
+    tl.store(hhat_ptr + off, tl.where(send, hp, hhp), mask=m2)
+    tl.store(send_ptr + off, send.to(tl.int8), mask=m2)
+
+    o4 = rows[:, None] * (4 * H) + units[None, :]
+    p0 = tl.load(p_ptr + o4, mask=m2, other=0.0)
+    p1 = tl.load(p_ptr + o4 + H, mask=m2, other=0.0)
+    p2 = tl.load(p_ptr + o4 + 2 * H, mask=m2, other=0.0)
+    p3 = tl.load(p_ptr + o4 + 3 * H, mask=m2, other=0.0)
+    if LSTM:
+        a0 = p0 + q0
+        a1 = p1 + q1
+        a2 = p2 + q2
+        a3 = p3 + q3
+        gi = _sigmoid(a0)
+        gf = _sigmoid(a1)
+        gg = _tanh(a2)
+        go = _sigmoid(a3)
+        c = gf * tl.load(c_prev_ptr + off, mask=m2, other=0.0) + gi * gg
+        tl.store(c_ptr + off, c, mask=m2)
+        h = go * _tanh(c)
+        s0, s1, s2, s3 = gi, gf, gg, go
+    else:
+        a0 = p0 + q0
+        a1 = p1 + q1
+        a2 = p2
+        a3 = p3 + q2
+        r = _sigmoid(a0)
+        z = _sigmoid(a1)
+        n = _tanh(a2 + r * a3)
+        h = (1.0 - z) * n + z * hp
+        s0, s1, s2, s3 = r, z, n, a3
+    tl.store(m_ptr + o4, a0, mask=m2)
+    tl.store(m_ptr + o4 + H, a1, mask=m2)
+    tl.store(m_ptr + o4 + 2 * H, a2, mask=m2)
+    tl.store(m_ptr + o4 + 3 * H, a3, mask=m2)
+    tl.store(gates_ptr + o4, s0, mask=m2)
+    tl.store(gates_ptr + o4 + H, s1, mask=m2)
+    tl.store(gates_ptr + o4 + 2 * H, s2, mask=m2)
+    tl.store(gates_ptr + o4 + 3 * H, s3, mask=m2)
+    tl.store(h_ptr + off, h, mask=m2)
+
+
+@triton.jit
+def _gates_backward(
+    gh,
+    gates_ptr,
+    h_prev_ptr,
+    gc_ptr,
+    c_ptr,
+    c_prev_ptr,
+    gm_ptr,
+    dp_ptr,
+    dq_ptr,
+    gc_prev_ptr,
+    rows,
+    units,
+    m2,
+    H,
+    HAS_GM: tl.constexpr,
+    LSTM: tl.constexpr,
+):
+    """Backward through the gates of one step for the program's units.
+
+    ``gh`` is dL/dh_t (B, BH). Writes dL/dm_t to ``dp`` (B, 4H) and the hidden-product part of it
+    to ``dq`` (B, G*H): [dM_r|dM_z|dM_hn] (GRU) or dM (LSTM); for the LSTM, also dL/dc_{t-1}
+    through the forget gate to ``gc_prev``. ``gm`` adds a gradient on m_t itself (final state).
+    """
+    o4 = rows[:, None] * (4 * H) + units[None, :]
+    off = rows[:, None] * H + units[None, :]
+    s0 = tl.load(gates_ptr + o4, mask=m2, other=0.0)
+    s1 = tl.load(gates_ptr + o4 + H, mask=m2, other=0.0)
+    s2 = tl.load(gates_ptr + o4 + 2 * H, mask=m2, other=0.0)
+    s3 = tl.load(gates_ptr + o4 + 3 * H, mask=m2, other=0.0)
+    if LSTM:
+        tc = _tanh(tl.load(c_ptr + off, mask=m2, other=0.0))
+        dc = tl.load(gc_ptr + off, mask=m2, other=0.0) + gh * s3 * (1.0 - tc * tc)
+        d0 = dc * s2 * s0 * (1.0 - s0)
+        d1 = dc * tl.load(c_prev_ptr + off, mask=m2, other=0.0) * s1 * (1.0 - s1)
+        d2 = dc * s0 * (1.0 - s2 * s2)
+        d3 = gh * tc * s3 * (1.0 - s3)
+        tl.store(gc_prev_ptr + off, dc * s1, mask=m2)
+    else:
+        hp = tl.load(h_prev_ptr + off, mask=m2, other=0.0)
+        da = gh * (1.0 - s1) * (1.0 - s2 * s2)
+        d0 = da * s3 * s0 * (1.0 - s0)
+        d1 = gh * (hp - s2) * s1 * (1.0 - s1)
+        d2 = da
+        d3 = da * s0
+    if HAS_GM:
+        d0 += tl.load(gm_ptr + o4, mask=m2, other=0.0)
+        d1 += tl.load(gm_ptr + o4 + H, mask=m2, other=0.0)
+        d2 += tl.load(gm_ptr + o4 + 2 * H, mask=m2, other=0.0)
+        d3 += tl.load(gm_ptr + o4 + 3 * H, mask=m2, other=0.0)
+    tl.store(dp_ptr + o4, d0, mask=m2)
+    tl.store(dp_ptr + o4 + H, d1, mask=m2)
+    tl.store(dp_ptr + o4 + 2 * H, d2, mask=m2)
+    tl.store(dp_ptr + o4 + 3 * H, d3, mask=m2)
+    if LSTM:
+        oq = rows[:, None] * (4 * H) + units[None, :]
+        tl.store(dq_ptr + oq + 2 * H, d2, mask=m2)
+        tl.store(dq_ptr + oq + 3 * H, d3, mask=m2)
+    else:
+        oq = rows[:, None] * (3 * H) + units[None, :]
+        tl.store(dq_ptr + oq + 2 * H, d3, mask=m2)
+    tl.store(dq_ptr + oq, d0, mask=m2)
+    tl.store(dq_ptr + oq + H, d1, mask=m2)
+
+
+@triton.jit
+def train_backward_last_kernel(
+    gout_ptr,
+    g_c_ptr,
+    g_m_ptr,
+    gates_ptr,
+    h_prev_ptr,
+    c_ptr,
+    c_prev_ptr,
+    dp_ptr,
+    dq_ptr,
+    gh_ring_ptr,
+    ghh_ring_ptr,
+    gc_prev_ptr,
+    B,
+    H,
+    LSTM: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """Start of the backward at the last step T-1: dL/dh = grad of output[T-1] (the final h is
+    a view of it); the final c and m gradients seed their carries; the ĥ carry starts at 0 (the grad
+    of the ĥ sequence, which holds the final ĥ, is added by each step). Element-wise."""
+    units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    m2 = (rows < B)[:, None] & (units < H)[None, :]
+    off = rows[:, None] * H + units[None, :]
+    gh = tl.load(gout_ptr + off, mask=m2, other=0.0)
+    tl.store(gh_ring_ptr + off, gh, mask=m2)
+    tl.store(ghh_ring_ptr + off, tl.zeros([BLOCK_B, BLOCK_H], dtype=gh.dtype), mask=m2)
+    _gates_backward(
+        gh, gates_ptr, h_prev_ptr, g_c_ptr, c_ptr, c_prev_ptr, g_m_ptr, dp_ptr, dq_ptr,
+        gc_prev_ptr, rows, units, m2, H, True, LSTM,
+    )  # fmt: skip
+
+
+@triton.jit
+def train_backward_step_kernel(
+    dq_ptr,
+    whh_ptr,
+    gates_ptr,
+    send_ptr,
+    gh_ptr,
+    ghh_ptr,
+    ghs_ptr,
+    gh_prev_ptr,
+    ghh_prev_ptr,
+    gout_prev_ptr,
+    gates_prev_ptr,
+    h_prev2_ptr,
+    gc_prev_ptr,
+    c_prev_ptr,
+    c_prev2_ptr,
+    dp_prev_ptr,
+    dq_prev_ptr,
+    gc_prev2_ptr,
+    B,
+    H,
+    has_prev,
+    LSTM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Backward of step t for the program's units, fused with the gate backward of step t-1.
+
+    dĥ_t = G_ĥ,t + g_ĥ,t + dq_t W_hh (dq_t over all G*H columns, written by the previous
+    launch; g_ĥ,t the gradient of the ĥ sequence output);
+    dL/dh_{t-1} = [z_t G_h,t (GRU)] + s_t dĥ_t + grad of output[t-1]; G_ĥ,t-1 = (1 - s_t) dĥ_t.
+    Then, when ``has_prev`` (t >= 1), the gates of step t-1 are back-propagated for these units,
+    which produces dq_{t-1} for the next launch. At t = 0 the carries are dL/dh0 and (part of)
+    dL/dĥ0.
+    """
+    units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    umask = units < H
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    bmask = rows < B
+    m2 = bmask[:, None] & umask[None, :]
+    dtype = gh_ptr.dtype.element_ty
+    if LSTM:
+        gh_cols = 4 * H
+    else:
+        gh_cols = 3 * H
+
+    acc = tl.zeros([BLOCK_B, BLOCK_H], dtype=dtype)
+    for k0 in range(0, gh_cols, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < gh_cols
+        dq = tl.load(
+            dq_ptr + rows[:, None] * gh_cols + ks[None, :],
+            mask=bmask[:, None] & kmask[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            whh_ptr + ks[:, None] * H + units[None, :],
+            mask=kmask[:, None] & umask[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(dq, w, acc, input_precision=PRECISION)
+
+    off = rows[:, None] * H + units[None, :]
+    dhhat = tl.load(ghh_ptr + off, mask=m2, other=0.0) + tl.load(ghs_ptr + off, mask=m2, other=0.0)
+    dhhat += acc
+    send = tl.load(send_ptr + off, mask=m2, other=0) != 0
+    g_prev = tl.where(send, dhhat, 0.0)
+    if not LSTM:
+        z = tl.load(gates_ptr + rows[:, None] * (4 * H) + units[None, :] + H, mask=m2, other=0.0)
+        g_prev += z * tl.load(gh_ptr + off, mask=m2, other=0.0)
+    tl.store(ghh_prev_ptr + off, tl.where(send, 0.0, dhhat), mask=m2)
+    if has_prev != 0:
+        g_prev += tl.load(gout_prev_ptr + off, mask=m2, other=0.0)
+        _gates_backward(
+            g_prev, gates_prev_ptr, h_prev2_ptr, gc_prev_ptr, c_prev_ptr, c_prev2_ptr, dq_ptr,
+            dp_prev_ptr, dq_prev_ptr, gc_prev2_ptr, rows, units, m2, H, False, LSTM,
+        )  # fmt: skip
+    tl.store(gh_prev_ptr + off, g_prev, mask=m2)

@@ -1,0 +1,570 @@
+"""The ``triton`` backend: delta GRU/LSTM inference kernels that read only the weight columns of
+the deltas that were sent.
+
+One step is two launches (see :mod:`deltarnn.ops._triton_kernels`):
+
+1. ``prepare_step_kernel`` (one program): delta-encodes the input frame (streaming) and compacts
+   the columns any batch row sent, input and hidden, into index lists;
+2. ``delta_step_kernel`` (a grid over hidden-unit blocks and batch blocks): loops over the active
+   columns only, reading those rows of the transposed weights ``W^T`` (one contiguous row per
+   column), adds them to the memory, applies the gates, and delta-encodes the new h for the next
+   step (flags of the units any row sent).
+
+For a whole sequence the input side is taken out of the loop, as the spec does: the deltas of the
+whole sequence come from one scan kernel, then one dense product over time (``x_mode="gemm"``,
+which reads ``W_ih`` once per sequence instead of once per step); ``x_mode="sparse"`` keeps the
+per-step sparse input product instead. On a GPU the launches of a sequence (or of one streaming
+step) are captured once in a CUDA graph and replayed, since per-launch host overhead would
+otherwise dominate a step of a few microseconds.
+
+Weights: float32, float16 or bfloat16; products accumulate in float32, state is kept in float32
+inside the kernels. No gradients: training uses :mod:`deltarnn.ops.triton_train`.
+
+On a CPU the kernels run only under ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests), so
+``backend="auto"`` never picks this backend for ordinary CPU use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+import triton  # noqa: F401  (soft import: a missing triton disables the backend)
+from torch import Tensor
+
+from .. import functional as F
+from ..errors import DTypeError, ShapeError
+from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
+
+NAME = "triton"
+
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Graphs (and their buffers) kept per packed weights, one per (kind, batch, steps, mode, count).
+MAX_CACHED_RUNS = 4
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def kernels() -> ModuleType:
+    """The kernel module, rebuilt if ``TRITON_INTERPRET`` changed since it was imported.
+
+    Triton decides between compiling and interpreting when ``@triton.jit`` runs, i.e. at import;
+    reloading keeps a process that toggles the variable (the tests) consistent.
+    """
+    from . import _triton_kernels as module
+
+    if module.INTERPRETED != _interpret():
+        module = importlib.reload(module)
+    return module
+
+
+def is_available() -> bool:
+    return torch.cuda.is_available() or _interpret()
+
+
+def supports(device: torch.device | str, dtype: torch.dtype, needs_grad: bool) -> bool:
+    """CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; fp32/fp16/bf16; no grad."""
+    if needs_grad or dtype not in WEIGHT_DTYPES:
+        return False
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and _interpret()
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """Block sizes of the step kernels.
+
+    Attributes:
+        block_b: batch rows per program. block_h: hidden units per program (of every gate).
+        block_k: active columns per loop iteration. use_dot: ``tl.dot`` (needs block_b >= 16 on a
+        GPU) or a broadcast multiply-reduce (1-4 rows). block_c: columns per iteration of the
+        one-program compaction kernel. num_warps: warps per program.
+    """
+
+    block_b: int
+    block_h: int
+    block_k: int
+    use_dot: bool
+    block_c: int = 512
+    num_warps: int = 4
+
+
+def step_config(batch: int, hidden: int) -> StepConfig:
+    """Default block sizes: enough unit blocks to cover the GPU, weight rows of >= 64 bytes."""
+    block_h = 16 if hidden <= 2048 else 32
+    if batch <= 4:
+        block_b = _next_pow2(batch)
+        # Keep the (block_b, block_k, block_h) broadcast product at 2048 elements.
+        return StepConfig(block_b, block_h, max(16, 2048 // (block_b * block_h)), False)
+    return StepConfig(min(64, max(16, _next_pow2(batch))), 32, 32, True)
+
+
+def _precision(device: torch.device) -> str:
+    # Follow torch's own matmul setting, so a comparison against cuBLAS/cuDNN is like for like.
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _use_graph(device: torch.device, use_graph: bool | None) -> bool:
+    return device.type == "cuda" if use_graph is None else use_graph and device.type == "cuda"
+
+
+class TritonPacked:
+    """Weights in the layout of the kernels: ``W^T``, one contiguous row per input column.
+
+    Attributes:
+        w_ih_t: (I, G*H). w_hh_t: (H, G*H). gates: 3 (GRU) or 4 (LSTM).
+    """
+
+    def __init__(self, weight_ih: Tensor, weight_hh: Tensor) -> None:
+        if weight_ih.dim() != 2 or weight_hh.dim() != 2:
+            raise ShapeError(
+                f"weight_ih and weight_hh must be 2-D (G*H, I) and (G*H, H); got "
+                f"{tuple(weight_ih.shape)} and {tuple(weight_hh.shape)}"
+            )
+        hidden = weight_hh.shape[1]
+        rows = weight_hh.shape[0]
+        if rows not in (3 * hidden, 4 * hidden) or weight_ih.shape[0] != rows:
+            raise ShapeError(
+                f"weight_hh must be (3H, H) or (4H, H) and weight_ih (G*H, I) with the same rows; "
+                f"got {tuple(weight_ih.shape)} and {tuple(weight_hh.shape)}"
+            )
+        if weight_ih.dtype not in WEIGHT_DTYPES or weight_hh.dtype != weight_ih.dtype:
+            raise DTypeError(
+                f"triton backend weights must both be one of {WEIGHT_DTYPES}; got "
+                f"{weight_ih.dtype} and {weight_hh.dtype}"
+            )
+        self.gates = rows // hidden
+        self.hidden = hidden
+        self.inputs = weight_ih.shape[1]
+        self.dtype = weight_ih.dtype
+        self.device = weight_ih.device
+        self.w_ih_t = weight_ih.detach().t().contiguous()
+        self.w_hh_t = weight_hh.detach().t().contiguous()
+        self.runs: OrderedDict[tuple, _SequenceRun] = OrderedDict()
+
+    @property
+    def kind(self) -> str:
+        return "lstm" if self.gates == 4 else "gru"
+
+
+def pack(weight_ih: Tensor, weight_hh: Tensor) -> TritonPacked:
+    return TritonPacked(weight_ih, weight_hh)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch helpers (no host synchronisation inside: everything here can be graph-captured)
+# ---------------------------------------------------------------------------------------------
+
+
+def _launch_encode(k, v, vhat_in, vhat_out, theta, delta, flags):
+    batch, features = v.shape
+    block_b = min(_next_pow2(batch), 16)
+    block_f = 64
+    k.encode_kernel[(triton.cdiv(features, block_f),)](
+        v, vhat_in, vhat_out, theta, delta, flags, batch, features,
+        BLOCK_B=block_b, BLOCK_F=block_f,
+    )  # fmt: skip
+
+
+def _launch_scan(k, x, xhat, theta, delta, last):
+    """x (T, B, F) against xhat (B, F), in place; delta (T, B, F) and/or last (T, B, F)."""
+    steps, batch, features = x.shape
+    n = batch * features
+    block = 256
+    k.delta_scan_kernel[(triton.cdiv(n, block),)](
+        x, xhat, theta, xhat if delta is None else delta, xhat if last is None else last,
+        steps, n, features,
+        STORE_DELTA=delta is not None, STORE_LAST=last is not None, BLOCK=block,
+    )  # fmt: skip
+
+
+def _launch_prepare(k, cfg, x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, encode_x):
+    batch, inputs = xhat.shape
+    k.prepare_step_kernel[(1,)](
+        x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, batch, inputs, flags_h.shape[0],
+        ENCODE_X=encode_x, BLOCK_B=min(_next_pow2(batch), 16), BLOCK_C=cfg.block_c,
+        num_warps=cfg.num_warps,
+    )  # fmt: skip
+
+
+def _launch_step(
+    k, cfg, packed, precision, *, dx, idx_x, gx, dh, idx_h, n, m, h, c, out, hhat_in, hhat_out,
+    theta_h, dh_next, flags_h, encode_next,
+):  # fmt: skip
+    batch, hidden = h.shape
+    grid = (triton.cdiv(hidden, cfg.block_h), triton.cdiv(batch, cfg.block_b))
+    k.delta_step_kernel[grid](
+        packed.w_ih_t, dx, idx_x, h if gx is None else gx,
+        packed.w_hh_t, dh, idx_h, n,
+        m, h, h if c is None else c, h if out is None else out,
+        hhat_in, hhat_out, theta_h, dh_next, flags_h,
+        batch, packed.inputs, hidden, int(encode_next),
+        LSTM=packed.gates == 4, X_SPARSE=gx is None, STORE_OUT=out is not None,
+        USE_DOT=cfg.use_dot, PRECISION=precision,
+        BLOCK_B=cfg.block_b, BLOCK_H=cfg.block_h, BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole sequences
+# ---------------------------------------------------------------------------------------------
+
+
+class _SequenceRun:
+    """Static buffers for one (kind, batch, steps, x_mode, count), and the CUDA graph of a run.
+
+    ``load`` copies the inputs into the buffers, ``run`` executes (eagerly, or by replaying the
+    graph captured on the first GPU run), and the results are read from the buffers.
+    """
+
+    def __init__(
+        self,
+        packed: TritonPacked,
+        batch: int,
+        steps: int,
+        x_mode: str,
+        count: bool,
+        config: StepConfig,
+        use_graph: bool,
+    ) -> None:
+        dev, f32, i32 = packed.device, torch.float32, torch.int32
+        inputs, hidden, gates = packed.inputs, packed.hidden, packed.gates
+        self.packed, self.steps, self.x_mode, self.count = packed, steps, x_mode, count
+        self.config, self.use_graph = config, use_graph
+        self.precision = _precision(dev)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+        def zeros(*shape, dtype=f32):
+            return torch.zeros(*shape, dtype=dtype, device=dev)
+
+        # Inputs of a call.
+        self.x = zeros(steps, batch, inputs, dtype=packed.dtype)
+        self.theta_x, self.theta_h = zeros(inputs), zeros(hidden)
+        self.h0, self.c0, self.hhat0 = (
+            zeros(batch, hidden),
+            zeros(batch, hidden),
+            zeros(batch, hidden),
+        )
+        self.xhat0, self.m0 = zeros(batch, inputs), zeros(batch, 4 * hidden)
+        # Working state; ĥ alternates between two slots (step t reads slot t%2, writes the other).
+        self.h, self.c, self.xhat = zeros(batch, hidden), zeros(batch, hidden), zeros(batch, inputs)
+        self.hhat, self.m = zeros(2, batch, hidden), zeros(batch, 4 * hidden)
+        # Deltas: a two-slot ring, or one slot per step when the sends are counted.
+        self.dh = zeros(steps + 1 if count else 2, batch, hidden)
+        self.dx = zeros(steps if count or x_mode == "gemm" else 1, batch, inputs)
+        self.gx = zeros(steps, batch, gates * hidden) if x_mode == "gemm" else None
+        self.flags = zeros(hidden, dtype=i32)
+        self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
+        self.n = zeros(2, dtype=i32)
+        self.out = zeros(steps, batch, hidden)
+
+    def load(self, x: Tensor, state, theta_x: Tensor, theta_h: Tensor) -> None:
+        self.x.copy_(x)
+        self.theta_x.copy_(theta_x)
+        self.theta_h.copy_(theta_h)
+        self.h0.copy_(state.h)
+        self.xhat0.copy_(state.x_hat)
+        self.hhat0.copy_(state.h_hat)
+        self.m0.copy_(state.m)
+        if self.packed.gates == 4:
+            self.c0.copy_(state.c)
+
+    def launch(self) -> None:
+        """Every kernel of the sequence, in order (what the graph captures)."""
+        k, cfg, packed, steps = kernels(), self.config, self.packed, self.steps
+        lstm = packed.gates == 4
+        self.h.copy_(self.h0)
+        self.c.copy_(self.c0)
+        self.xhat.copy_(self.xhat0)
+        self.hhat[1].copy_(self.hhat0)
+        self.m.copy_(self.m0)
+        self.flags.zero_()
+        if self.gx is not None:
+            _launch_scan(k, self.x, self.xhat, self.theta_x, self.dx, None)
+            dx2 = self.dx.view(-1, packed.inputs)
+            gx2 = self.gx.view(-1, packed.gates * packed.hidden)
+            if packed.dtype == torch.float32:
+                torch.matmul(dx2, packed.w_ih_t, out=gx2)
+            else:
+                gx2.copy_(torch.matmul(dx2.to(packed.dtype), packed.w_ih_t))
+        # Δh of the first step: h0 against ĥ0.
+        _launch_encode(k, self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags)
+        ring = self.dh.shape[0]
+        for t in range(steps):
+            sparse_x = self.gx is None
+            dx = self.dx[t if self.dx.shape[0] > 1 else 0]
+            _launch_prepare(
+                k, cfg, self.x[t], self.xhat, self.theta_x, dx, self.idx_x, self.flags,
+                self.idx_h, self.n, sparse_x,
+            )  # fmt: skip
+            _launch_step(
+                k, cfg, packed, self.precision,
+                dx=dx, idx_x=self.idx_x, gx=None if sparse_x else self.gx[t],
+                dh=self.dh[t % ring], idx_h=self.idx_h, n=self.n,
+                m=self.m, h=self.h, c=self.c if lstm else None, out=self.out[t],
+                hhat_in=self.hhat[t % 2], hhat_out=self.hhat[(t + 1) % 2],
+                theta_h=self.theta_h, dh_next=self.dh[(t + 1) % ring], flags_h=self.flags,
+                encode_next=t + 1 < steps,
+            )  # fmt: skip
+
+    def run(self) -> None:
+        if not self.use_graph:
+            self.launch()
+            return
+        if self.graph is None:
+            # Warm-up on a side stream compiles every kernel variant, then one capture.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.launch()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.launch()
+            self.graph = graph
+        self.graph.replay()
+
+
+def _check_call(kind: str, x: Tensor, state, packed: TritonPacked) -> None:
+    gates = 3 if kind == "gru" else 4
+    if packed.gates != gates:
+        raise ShapeError(f"packed weights have {packed.gates} gates; {kind} needs {gates}")
+    if x.dim() != 3 or x.shape[2] != packed.inputs:
+        raise ShapeError(f"x must be (T, B, {packed.inputs}); got {tuple(x.shape)}")
+    if state.h.shape != (x.shape[1], packed.hidden):
+        raise ShapeError(
+            f"state.h must be ({x.shape[1]}, {packed.hidden}); got {tuple(state.h.shape)}"
+        )
+    if x.device != packed.device:
+        raise ShapeError(f"x is on {x.device} but the weights are on {packed.device}")
+
+
+def run_sequence(
+    x: Tensor,
+    state: DeltaGRUState | DeltaLSTMState,
+    packed: TritonPacked,
+    theta_x: Tensor,
+    theta_h: Tensor,
+    *,
+    count: bool = False,
+    x_mode: str = "gemm",
+    use_graph: bool | None = None,
+    config: StepConfig | None = None,
+) -> tuple[Tensor, DeltaGRUState | DeltaLSTMState, DeltaCounts | None]:
+    """One delta GRU or LSTM layer over a sequence (the kind follows the packed weights).
+
+    Args:
+        x: (T, B, I). state: the layer's state before the first step.
+        packed: :func:`pack` of the layer's weights. theta_x (I,), theta_h (H,): thresholds.
+        count: also return :class:`DeltaCounts`.
+        x_mode: ``"gemm"``: input deltas of all steps by one scan kernel, then one product over
+            time (as the spec computes it); ``"sparse"``: per step, reading only the input
+            columns sent.
+        use_graph: capture and replay a CUDA graph (default: on CUDA devices).
+        config: block sizes (default :func:`step_config`).
+
+    Returns:
+        ``(output, state, counts)`` as :func:`deltarnn.functional.delta_gru` / ``delta_lstm``.
+    """
+    kind = packed.kind
+    _check_call(kind, x, state, packed)
+    if x_mode not in ("gemm", "sparse"):
+        raise ValueError(f"x_mode must be 'gemm' or 'sparse'; got {x_mode!r}")
+    steps, batch = x.shape[0], x.shape[1]
+    if steps == 0:
+        empty = x.new_zeros(0, batch, packed.hidden)
+        counts = F.count_sends(x.new_zeros(0, batch, packed.inputs), empty) if count else None
+        return empty, state, counts
+    config = config or step_config(batch, packed.hidden)
+    graph = _use_graph(x.device, use_graph)
+    key = (batch, steps, x_mode, count, config, graph)
+    run = packed.runs.pop(key, None)
+    if run is None:
+        run = _SequenceRun(packed, batch, steps, x_mode, count, config, graph)
+    packed.runs[key] = run
+    while len(packed.runs) > MAX_CACHED_RUNS:
+        packed.runs.popitem(last=False)
+
+    run.load(x, state, theta_x, theta_h)
+    run.run()
+
+    sdt = state.h.dtype
+
+    def out_of(buffer: Tensor, dtype: torch.dtype = sdt) -> Tensor:
+        return buffer.to(dtype, copy=True)
+
+    hhat = out_of(run.hhat[(steps - 1) % 2])
+    if kind == "gru":
+        new_state = DeltaGRUState(out_of(run.h), out_of(run.xhat), hhat, out_of(run.m))
+    else:
+        new_state = DeltaLSTMState(
+            out_of(run.h), out_of(run.c), out_of(run.xhat), hhat, out_of(run.m)
+        )
+    counts = F.count_sends(run.dx, run.dh[:steps]) if count else None
+    return out_of(run.out, x.dtype), new_state, counts
+
+
+def gru(x, state, packed, theta_x, theta_h, *, count=False):
+    """Backend contract: :func:`deltarnn.functional.delta_gru` (no ``h_transform``)."""
+    return run_sequence(x, state, packed, theta_x, theta_h, count=count)
+
+
+def lstm(x, state, packed, theta_x, theta_h, *, count=False):
+    """Backend contract: :func:`deltarnn.functional.delta_lstm` (no ``h_transform``)."""
+    return run_sequence(x, state, packed, theta_x, theta_h, count=count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming
+# ---------------------------------------------------------------------------------------------
+
+
+class TritonStreamer:
+    """A delta GRU or LSTM layer run one frame at a time, with preallocated buffers.
+
+    Each :meth:`step` is the two kernel launches of one step (input side sparse too); on a GPU
+    they are captured in CUDA graphs once (one per parity of the ĥ/Δh double buffers) and every
+    step is a copy of the frame plus one graph replay.
+
+    Args:
+        packed: :func:`pack` of the layer's weights.
+        state: the state to start from (e.g. :func:`deltarnn.functional.gru_initial_state`).
+        theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
+        use_graph: capture CUDA graphs (default: on CUDA devices).
+        config: block sizes (default :func:`step_config`).
+
+    Example::
+
+        streamer = TritonStreamer(pack(w_ih, w_hh), gru_initial_state(w_ih, b_ih, b_hh, 1), 0.1, 0.1)
+        for frame in frames:          # frame: (B, I)
+            h = streamer.step(frame)  # (B, H), float32, overwritten by the next step
+    """
+
+    def __init__(
+        self,
+        packed: TritonPacked,
+        state: DeltaGRUState | DeltaLSTMState,
+        theta_x: Tensor | float,
+        theta_h: Tensor | float,
+        *,
+        use_graph: bool | None = None,
+        config: StepConfig | None = None,
+    ) -> None:
+        dev, f32, i32 = packed.device, torch.float32, torch.int32
+        inputs, hidden = packed.inputs, packed.hidden
+        batch = state.h.shape[0]
+        self.packed, self.batch = packed, batch
+        self.config = config or step_config(batch, hidden)
+        self.precision = _precision(dev)
+        self.state_dtype = state.h.dtype
+
+        def zeros(*shape, dtype=f32):
+            return torch.zeros(*shape, dtype=dtype, device=dev)
+
+        self.theta_x = zeros(inputs).copy_(torch.as_tensor(theta_x).expand(inputs))
+        self.theta_h = zeros(hidden).copy_(torch.as_tensor(theta_h).expand(hidden))
+        self.x, self.dx, self.xhat = (
+            zeros(batch, inputs),
+            zeros(batch, inputs),
+            zeros(batch, inputs),
+        )
+        self.h, self.c, self.m = (
+            zeros(batch, hidden),
+            zeros(batch, hidden),
+            zeros(batch, 4 * hidden),
+        )
+        self.hhat, self.dh = zeros(2, batch, hidden), zeros(2, batch, hidden)
+        self.flags = zeros(hidden, dtype=i32)
+        self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
+        self.n = zeros(2, dtype=i32)
+        self.parity = 0
+        self.graphs: list[torch.cuda.CUDAGraph] | None = None
+        self.reset(state)
+        if _use_graph(dev, use_graph):
+            self._capture(state)
+
+    def reset(self, state: DeltaGRUState | DeltaLSTMState) -> None:
+        """Start again from ``state``: copy it in, and delta-encode its h for the first step."""
+        if state.h.shape != (self.batch, self.packed.hidden):
+            raise ShapeError(
+                f"state.h must be ({self.batch}, {self.packed.hidden}); got {tuple(state.h.shape)}"
+            )
+        self.h.copy_(state.h)
+        self.xhat.copy_(state.x_hat)
+        self.hhat[1].copy_(state.h_hat)
+        self.m.copy_(state.m)
+        if self.packed.gates == 4:
+            self.c.copy_(state.c)
+        self.flags.zero_()
+        _launch_encode(
+            kernels(), self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags
+        )
+        self.parity = 0
+
+    def _launch(self, parity: int) -> None:
+        k, cfg = kernels(), self.config
+        _launch_prepare(
+            k, cfg, self.x, self.xhat, self.theta_x, self.dx, self.idx_x, self.flags, self.idx_h,
+            self.n, True,
+        )  # fmt: skip
+        _launch_step(
+            k, cfg, self.packed, self.precision,
+            dx=self.dx, idx_x=self.idx_x, gx=None, dh=self.dh[parity], idx_h=self.idx_h, n=self.n,
+            m=self.m, h=self.h, c=self.c if self.packed.gates == 4 else None, out=None,
+            hhat_in=self.hhat[parity], hhat_out=self.hhat[1 - parity], theta_h=self.theta_h,
+            dh_next=self.dh[1 - parity], flags_h=self.flags, encode_next=True,
+        )  # fmt: skip
+
+    def _capture(self, state) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compile both parities, then undo their effect
+            self._launch(0)
+            self._launch(1)
+        torch.cuda.current_stream().wait_stream(side)
+        self.reset(state)
+        graphs = []
+        for parity in (0, 1):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._launch(parity)
+            graphs.append(graph)
+        self.graphs = graphs
+
+    def step(self, x: Tensor) -> Tensor:
+        """Advance one frame. x: (B, I). Returns h (B, H), a float32 buffer the next step
+        overwrites (clone it to keep it)."""
+        self.x.copy_(x)
+        if self.graphs is None:
+            self._launch(self.parity)
+        else:
+            self.graphs[self.parity].replay()
+        self.parity ^= 1
+        return self.h
+
+    def state(self) -> DeltaGRUState | DeltaLSTMState:
+        """The layer's state after the last step, as the spec returns it (a copy)."""
+        dt = self.state_dtype
+
+        def copy(t: Tensor) -> Tensor:
+            return t.to(dt, copy=True)
+
+        hhat = copy(self.hhat[1 - self.parity])
+        if self.packed.gates == 4:
+            return DeltaLSTMState(copy(self.h), copy(self.c), copy(self.xhat), hhat, copy(self.m))
+        return DeltaGRUState(copy(self.h), copy(self.xhat), hhat, copy(self.m))
