@@ -1,0 +1,395 @@
+"""The CPU backend: delta GRU/LSTM layers in compiled code (numba), inference only.
+
+A dense step at batch 1 reads all G*H*(I+H) weights. This engine packs the weights
+column-contiguous, so that input j's G*H weights are one contiguous row, and per step and sample
+it
+
+1. delta-encodes x_t against x̂ and h_{t-1} against ĥ (send iff ``|v - v̂| > Θ``, strictly),
+2. adds ``Δ_j * column_j`` to the memory for each sent column j only: a column that was not sent
+   is neither read nor multiplied, so weight bytes fetched fall with occupancy,
+3. applies the gate nonlinearities.
+
+The whole sequence runs inside one compiled call (no Python per step). Results equal
+:func:`deltarnn.functional.delta_gru` / ``delta_lstm`` to float32 rounding (the float32 gates use
+rational approximations of tanh and sigmoid accurate to 3e-7; float64 uses libm), and the counts
+are the columns processed, which equal the spec's counts.
+
+:class:`CPUStreamer` runs one frame at a time from preallocated buffers, for live input.
+
+numba is an optional dependency: without it this module still imports and
+:func:`is_available` is ``False``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BackendError, DeviceError, DTypeError, ShapeError
+from ..functional.state import DeltaCounts, DeltaGRUState, DeltaLSTMState
+
+log = logging.getLogger(__name__)
+
+try:  # soft import: the backend is simply unavailable without numba
+    from . import _cpu_kernels as _kernels
+except ImportError as exc:  # pragma: no cover - exercised only where numba is missing
+    _kernels = None
+    log.debug("cpu backend unavailable: %s", exc)
+
+NAME = "cpu"
+GATES = {"GRU": 3, "LSTM": 4}
+_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+# Input products are formed for a chunk of steps at a time, in blocks of weight columns (see
+# _cpu_kernels._input_products): a block of BLOCK_BYTES stays in L2 while every step of the chunk
+# uses it, and the chunk's results take about CHUNK_BYTES. Tuned on a 1 MiB-L2 x86 core.
+BLOCK_BYTES = 256 * 1024
+CHUNK_BYTES = 1024 * 1024
+
+
+def is_available() -> bool:
+    """Whether numba imports here."""
+    return _kernels is not None
+
+
+def supports(device: torch.device, dtype: torch.dtype, needs_grad: bool) -> bool:
+    """CPU tensors of float32 or float64, without autograd."""
+    return torch.device(device).type == "cpu" and dtype in _DTYPES and not needs_grad
+
+
+@dataclass(frozen=True, eq=False)
+class CPUPacked:
+    """Weights of one layer, column-contiguous.
+
+    Attributes:
+        wx: ``weight_ih`` transposed, (I, G*H), C-contiguous: row j holds input j's weights.
+        wh: ``weight_hh`` transposed, (H, G*H), C-contiguous.
+        gates: G, 3 for a GRU (r|z|n) and 4 for an LSTM (i|f|g|o).
+    """
+
+    wx: np.ndarray
+    wh: np.ndarray
+    gates: int
+
+    @property
+    def input_size(self) -> int:
+        return self.wx.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.wh.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.wx.dtype == np.float64 else torch.float32
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes a dense step reads: all of ``wx`` and ``wh``."""
+        return self.wx.nbytes + self.wh.nbytes
+
+
+def pack(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
+    """Transpose the weights to the column-contiguous layout the kernels read.
+
+    Args:
+        weight_ih: (G*H, I). weight_hh: (G*H, H). Same dtype (float32 or float64), on the CPU.
+    """
+    for name, w in (("weight_ih", weight_ih), ("weight_hh", weight_hh)):
+        if w.dim() != 2:
+            raise ShapeError(f"{name} must be 2-D (G*H, features), got shape {tuple(w.shape)}")
+        if w.device.type != "cpu":
+            raise DeviceError(f"{name} must be on the CPU for the cpu backend, got {w.device}")
+        if w.dtype not in _DTYPES:
+            raise DTypeError(f"{name} must be float32 or float64, got {w.dtype}")
+    if weight_ih.dtype != weight_hh.dtype:
+        raise DTypeError(
+            f"weight_ih and weight_hh must have one dtype, got {weight_ih.dtype} and "
+            f"{weight_hh.dtype}"
+        )
+    rows, hidden = weight_hh.shape
+    if hidden == 0 or rows % hidden or rows // hidden not in GATES.values():
+        raise ShapeError(
+            f"weight_hh must be (3H, H) or (4H, H), got shape {tuple(weight_hh.shape)}"
+        )
+    if weight_ih.shape[0] != rows:
+        raise ShapeError(
+            f"weight_ih must have {rows} rows like weight_hh, got shape {tuple(weight_ih.shape)}"
+        )
+    # Always a copy: the packed weights must not change when the parameters are updated in place.
+    wx = weight_ih.detach().t().numpy().copy(order="C")
+    wh = weight_hh.detach().t().numpy().copy(order="C")
+    return CPUPacked(wx, wh, rows // hidden)
+
+
+def gru(
+    x: Tensor,
+    state: DeltaGRUState,
+    packed: CPUPacked,
+    theta_x: Tensor | float,
+    theta_h: Tensor | float,
+    *,
+    count: bool = False,
+) -> tuple[Tensor, DeltaGRUState, DeltaCounts | None]:
+    """One delta GRU layer over x (T, B, I); the contract of :func:`deltarnn.functional.delta_gru`.
+
+    Returns:
+        ``(output (T, B, H), state after the last step, DeltaCounts or None)``. The input state is
+        not modified.
+    """
+    run = _Run(x, packed, "GRU", theta_x, theta_h)
+    h, x_hat, h_hat, m = run.state_arrays(state, DeltaGRUState)
+    _kernels.gru_sequence(
+        run.x, packed.wx, packed.wh, run.theta_x, run.theta_h, h, x_hat, h_hat, m,
+        run.out, run.work, run.counts, 1, count, run.fast,
+    )  # fmt: skip
+    new_state = DeltaGRUState(*map(torch.from_numpy, (h, x_hat, h_hat, m)))
+    return torch.from_numpy(run.out), new_state, run.result_counts(count)
+
+
+def lstm(
+    x: Tensor,
+    state: DeltaLSTMState,
+    packed: CPUPacked,
+    theta_x: Tensor | float,
+    theta_h: Tensor | float,
+    *,
+    count: bool = False,
+) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
+    """One delta LSTM layer over x (T, B, I); the contract of :func:`deltarnn.functional.delta_lstm`."""
+    run = _Run(x, packed, "LSTM", theta_x, theta_h)
+    h, c, x_hat, h_hat, m = run.state_arrays(state, DeltaLSTMState)
+    _kernels.lstm_sequence(
+        run.x, packed.wx, packed.wh, run.theta_x, run.theta_h, h, c, x_hat, h_hat, m,
+        run.out, run.work, run.counts, 1, count, run.fast,
+    )  # fmt: skip
+    new_state = DeltaLSTMState(*map(torch.from_numpy, (h, c, x_hat, h_hat, m)))
+    return torch.from_numpy(run.out), new_state, run.result_counts(count)
+
+
+class _Run:
+    """Checked numpy views of one call's arguments, and its output and work buffers."""
+
+    def __init__(self, x: Tensor, packed: CPUPacked, kind: str, theta_x, theta_h):
+        _check_ready(packed, kind)
+        np_dtype = packed.wx.dtype
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            raise ShapeError(
+                f"input must be a 3-D tensor (T, B, I), got {getattr(x, 'shape', type(x))}"
+            )
+        if x.shape[2] != packed.input_size:
+            raise ShapeError(
+                f"input must have {packed.input_size} features (last dim), got shape "
+                f"{tuple(x.shape)}"
+            )
+        if x.dtype != packed.dtype:
+            raise DTypeError(f"input dtype {x.dtype} differs from the weights' {packed.dtype}")
+        if x.device.type != "cpu":
+            raise DeviceError(f"input must be on the CPU for the cpu backend, got {x.device}")
+        steps, batch, inputs = x.shape
+        hidden = packed.hidden_size
+        self.packed, self.batch = packed, batch
+        self.x = x.detach().contiguous().numpy()
+        self.theta_x = _threshold(theta_x, "theta_x", inputs, np_dtype)
+        self.theta_h = _threshold(theta_h, "theta_h", hidden, np_dtype)
+        self.fast = np_dtype == np.float32
+        self.out = np.empty((steps, batch, hidden), dtype=np_dtype)
+        self.work = _work(_chunk_steps(steps, batch, packed), batch, packed)
+        self.counts = _counts(steps, batch, np_dtype)
+
+    def state_arrays(self, state, state_type) -> list[np.ndarray]:
+        """Private, writable, C-contiguous copies of the state's tensors (checked)."""
+        return _state_arrays(state, state_type, self.packed, self.batch)
+
+    def result_counts(self, count: bool) -> DeltaCounts | None:
+        return DeltaCounts(*map(torch.from_numpy, self.counts)) if count else None
+
+
+class CPUStreamer:
+    """One layer run one frame at a time, from preallocated buffers (no allocation per step).
+
+    Built from packed weights and a state (a fresh one from
+    :func:`deltarnn.functional.gru_initial_state` / ``lstm_initial_state``, or the state a
+    previous call returned). Stepping it T times gives the same outputs and state as one
+    :func:`gru`/:func:`lstm` call over the T frames (it runs the same compiled code).
+
+    Args:
+        packed: from :func:`pack`; 3 gates means a GRU, 4 an LSTM.
+        state: :class:`DeltaGRUState` or :class:`DeltaLSTMState` matching ``packed``, batch B.
+        theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
+        count: keep the send counts of the last step in :attr:`last_counts`.
+
+    Example::
+
+        streamer = CPUStreamer(pack(gru.weight_ih_l0, gru.weight_hh_l0), state, 0.05, 0.05)
+        for frame in frames:          # frame: (B, I)
+            h = streamer.step(frame)  # (B, H), overwritten by the next step
+    """
+
+    def __init__(
+        self,
+        packed: CPUPacked,
+        state: DeltaGRUState | DeltaLSTMState,
+        theta_x: Tensor | float,
+        theta_h: Tensor | float,
+        *,
+        count: bool = False,
+    ):
+        self.kind = "GRU" if packed.gates == GATES["GRU"] else "LSTM"
+        _check_ready(packed, self.kind)
+        self.packed = packed
+        self._state_type = DeltaGRUState if self.kind == "GRU" else DeltaLSTMState
+        batch = state.h.shape[0] if hasattr(state, "h") else 0
+        self._buffers = _state_arrays(state, self._state_type, packed, batch)
+        dtype = packed.wx.dtype
+        inputs, hidden = packed.input_size, packed.hidden_size
+        self.batch = batch
+        self._theta_x = _threshold(theta_x, "theta_x", inputs, dtype)
+        self._theta_h = _threshold(theta_h, "theta_h", hidden, dtype)
+        self._x = np.zeros((1, batch, inputs), dtype)
+        self._x_frame = self._x[0]
+        self._out = np.zeros((1, batch, hidden), dtype)
+        self._out_tensor = torch.from_numpy(self._out[0])
+        self._work = _work(1, batch, packed)
+        self._counts = _counts(1, batch, dtype)
+        self._count = count
+        self._fast = dtype == np.float32
+        self._steps = 0
+        kernel = _kernels.gru_sequence if self.kind == "GRU" else _kernels.lstm_sequence
+        # Everything but the stamp is fixed, so the argument tuple is built once.
+        self._kernel = kernel
+        self._head = (self._x, packed.wx, packed.wh, self._theta_x, self._theta_h)
+        self._tail = (self._out, self._work, self._counts)
+
+    def step(self, x: Tensor | np.ndarray) -> Tensor:
+        """Advance one frame.
+
+        Args:
+            x: (B, I) tensor or array of the weights' dtype.
+
+        Returns:
+            h_t, (B, H): a view of an internal buffer that the next step overwrites (clone it to
+            keep it).
+        """
+        frame = x.detach().numpy() if isinstance(x, Tensor) else x
+        if frame.shape != self._x_frame.shape:
+            raise ShapeError(f"x must have shape {self._x_frame.shape} (B, I), got {frame.shape}")
+        if frame.dtype != self._x.dtype:
+            raise DTypeError(f"x dtype {frame.dtype} differs from the weights' {self._x.dtype}")
+        self._x_frame[...] = frame
+        self._steps += 1
+        self._kernel(*self._head, *self._buffers, *self._tail, self._steps, self._count, self._fast)
+        return self._out_tensor
+
+    @property
+    def steps(self) -> int:
+        """Frames stepped since construction or the last :meth:`load_state`."""
+        return self._steps
+
+    @property
+    def state(self) -> DeltaGRUState | DeltaLSTMState:
+        """The state after the last step (copies, safe to keep)."""
+        return self._state_type(*(torch.from_numpy(a.copy()) for a in self._buffers))
+
+    def load_state(self, state: DeltaGRUState | DeltaLSTMState) -> None:
+        """Continue from ``state`` (same type, batch and sizes); its tensors are copied in."""
+        arrays = _state_arrays(state, self._state_type, self.packed, self.batch)
+        for buffer, array in zip(self._buffers, arrays, strict=True):
+            buffer[...] = array
+        self._steps = 0
+        for seen in self._work[7:9]:
+            seen[...] = 0  # restart the step stamps of the batch-union counts
+
+    @property
+    def last_counts(self) -> DeltaCounts:
+        """Send counts of the last step (T = 1), when built with ``count=True``."""
+        if not self._count:
+            raise BackendError("last_counts needs CPUStreamer(..., count=True)")
+        return DeltaCounts(*(torch.from_numpy(a.copy()) for a in self._counts))
+
+
+def _check_ready(packed: CPUPacked, kind: str) -> None:
+    if _kernels is None:
+        raise BackendError("the cpu backend needs numba (pip install 'deltarnn[cpu]')")
+    if not isinstance(packed, CPUPacked):
+        raise BackendError(f"packed must come from deltarnn.ops.cpu.pack, got {type(packed)}")
+    if packed.gates != GATES[kind]:
+        raise ShapeError(
+            f"packed weights have {packed.gates} gates; a {kind} needs {GATES[kind]} "
+            f"(weight_ih must be ({GATES[kind]}*H, I))"
+        )
+
+
+def _threshold(theta, name: str, size: int, dtype) -> np.ndarray:
+    """A threshold (float or tensor broadcastable to (size,)) as a contiguous array of ``dtype``."""
+    t = theta.detach() if isinstance(theta, Tensor) else torch.as_tensor(theta)
+    try:
+        t = t.to(device="cpu", dtype=torch.float64).expand(size)
+    except RuntimeError as exc:
+        raise ShapeError(
+            f"{name} must be a float or broadcastable to ({size},), got shape {tuple(t.shape)}"
+        ) from exc
+    return np.ascontiguousarray(t.numpy(), dtype=dtype)
+
+
+def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = None) -> tuple:
+    """Work buffers of the kernels (see ``gru_sequence``) for chunks of ``chunk`` steps."""
+    inputs, hidden, rows = packed.input_size, packed.hidden_size, packed.wx.shape[1]
+    dtype = packed.wx.dtype
+    row_bytes = max(rows * dtype.itemsize, 1)
+    block = max(4, (BLOCK_BYTES if block_bytes is None else block_bytes) // row_bytes)
+    return (
+        np.zeros((chunk, batch, max(inputs, 1)), np.int64),
+        np.zeros((chunk, batch, max(inputs, 1)), dtype),
+        np.zeros((chunk, batch), np.int64),
+        np.zeros((chunk, batch), np.int64),
+        np.zeros((chunk, batch, rows), dtype),
+        np.zeros(max(hidden, 1), np.int64),
+        np.zeros(max(hidden, 1), dtype),
+        np.zeros(max(inputs, 1), np.int64),
+        np.zeros(max(hidden, 1), np.int64),
+        block,
+    )
+
+
+def _counts(steps: int, batch: int, dtype) -> tuple[np.ndarray, ...]:
+    """Buffers of (nx, nh, ux, uh, abs_x, abs_h), the fields of :class:`DeltaCounts`."""
+    return (
+        np.zeros((steps, batch), np.int64),
+        np.zeros((steps, batch), np.int64),
+        np.zeros(steps, np.int64),
+        np.zeros(steps, np.int64),
+        np.zeros((steps, batch), dtype),
+        np.zeros((steps, batch), dtype),
+    )
+
+
+def _chunk_steps(steps: int, batch: int, packed: CPUPacked) -> int:
+    """Steps per chunk: the chunk's input products (C, B, G*H) take about CHUNK_BYTES."""
+    row_bytes = max(batch * packed.wx.shape[1] * packed.wx.dtype.itemsize, 1)
+    return max(1, min(steps, CHUNK_BYTES // row_bytes))
+
+
+def _state_arrays(state, state_type, packed: CPUPacked, batch: int) -> list[np.ndarray]:
+    """Writable C-contiguous copies of a state's tensors, each checked against its shape."""
+    if not isinstance(state, state_type):
+        raise ShapeError(f"state must be a {state_type.__name__}, got {type(state).__name__}")
+    inputs, hidden = packed.input_size, packed.hidden_size
+    sizes = {"h": hidden, "c": hidden, "x_hat": inputs, "h_hat": hidden, "m": 4 * hidden}
+    arrays = []
+    for field in state._fields:
+        t = getattr(state, field)
+        expected = (batch, sizes[field])
+        if not isinstance(t, Tensor) or tuple(t.shape) != expected:
+            raise ShapeError(
+                f"state.{field} must have shape {expected}, got {tuple(getattr(t, 'shape', ()))}"
+            )
+        if t.dtype != packed.dtype:
+            raise DTypeError(f"state.{field} dtype {t.dtype} differs from weights' {packed.dtype}")
+        if t.device.type != "cpu":
+            raise DeviceError(f"state.{field} must be on the CPU, got {t.device}")
+        arrays.append(np.array(t.detach().numpy(), dtype=packed.wx.dtype, order="C", copy=True))
+    return arrays
