@@ -1,0 +1,160 @@
+"""Udacity simulator steering frames: labels, temporal split, windows, frame cache, errors."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deltarnn.data import steering
+from deltarnn.data.errors import DataIntegrityError, DataNotFoundError
+from deltarnn.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DELTARNN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def mirror(data_root):
+    if not (data_root / steering.STEERING_DIR / steering.LABELS_FILE).is_file():
+        pytest.skip(f"no udacity-sim/labels.csv under {data_root}")
+    return data_root
+
+
+def _write_tree(base, sessions=(("s1", 10), ("s2", 7)), shuffle=True):
+    """Frames whose red channel encodes the index, rows written out of time order."""
+    sim = base / steering.STEERING_DIR
+    rows = []
+    for name, n in sessions:
+        (sim / name).mkdir(parents=True)
+        for i in range(n):
+            img = np.zeros((8, 16, 3), np.uint8)
+            img[..., 0] = 20 * i
+            img[..., 2] = 255
+            Image.fromarray(img).save(sim / name / f"f{i:03d}.jpg", quality=100)
+            rows.append([name, f"f{i:03d}.jpg", f"{0.1 * i:.3f}", f"{i / 20:.3f}", "0.5", "0", "9"])
+    if shuffle:
+        rows = rows[::-1]
+    with open(sim / steering.LABELS_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(steering.COLUMNS)
+        w.writerows(rows)
+    return base
+
+
+def test_real_counts_and_temporal_split(mirror):
+    sessions = steering.load_sessions(mirror)
+    assert sum(len(s) for s in sessions) == 7495
+    assert {s.name: len(s) for s in sessions} == {"2018-07-16": 4053, "2024-01-31": 3442}
+    for s in sessions:
+        assert np.all(np.diff(s.time_s) > 0)
+        assert s.steering.min() >= -1 and s.steering.max() <= 1
+    split = steering.temporal_split(sessions, train_fraction=0.8)
+    assert sum(len(s) for s in split.train + split.test) == 7495
+    for train, test in zip(split.train, split.test, strict=True):
+        assert train.name == test.name
+        assert train.time_s.max() < test.time_s.min()
+        assert not set(train.frame_paths) & set(test.frame_paths)
+        duration = test.time_s[-1] - train.time_s[0]
+        assert train.time_s[-1] <= 0.8 * duration < test.time_s[0]
+
+
+def test_real_windows(mirror, tmp_path):
+    split = steering.temporal_split(steering.load_sessions(mirror))
+    ds = steering.SteeringDataset(
+        split.test, seq_len=8, stride=8, size=(40, 80), grayscale=True, cache_dir=tmp_path
+    )
+    assert len(ds) == sum(len(s) // 8 for s in split.test)
+    x, y = ds[0]
+    assert x.shape == (8, 1, 40, 80) and x.dtype == torch.float32
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    np.testing.assert_array_equal(y.numpy(), split.test[0].steering[:8])
+
+
+def test_synthetic_sessions_sorted_by_time(tmp_path):
+    sessions = steering.load_sessions(_write_tree(tmp_path))
+    assert [s.name for s in sessions] == ["s1", "s2"]
+    s1 = sessions[0]
+    assert [p.name for p in s1.frame_paths] == [f"f{i:03d}.jpg" for i in range(10)]
+    np.testing.assert_allclose(s1.steering, np.arange(10) / 20, atol=1e-6)
+    assert s1.time_s.dtype == np.float64 and s1.steering.dtype == np.float32
+
+
+def test_synthetic_split_and_windows(tmp_path):
+    root = _write_tree(tmp_path)
+    split = steering.temporal_split(steering.load_sessions(root), 0.5, 0.2)
+    lens = {
+        (part, s.name): len(s) for part in ("train", "val", "test") for s in getattr(split, part)
+    }
+    # s1 spans 0-0.9 s: cuts at 0.45 s and 0.63 s.
+    assert lens[("train", "s1")] == 5 and lens[("val", "s1")] == 2 and lens[("test", "s1")] == 3
+    ds = steering.SteeringDataset(split.train, seq_len=3, stride=1, cache_dir=tmp_path / "c")
+    assert len(ds) == (5 - 2) + (lens[("train", "s2")] - 2)
+    x, y = ds[1]
+    assert x.shape == (3, 3, 8, 16)
+    # Red channel encodes the frame index: window 1 of s1 holds frames 1, 2, 3.
+    np.testing.assert_allclose(x[:, 0].mean(dim=(1, 2)).numpy() * 255, [20, 40, 60], atol=3)
+    np.testing.assert_allclose(y.numpy(), [0.05, 0.10, 0.15], atol=1e-6)
+    np.testing.assert_allclose(ds.window_times(1), [0.1, 0.2, 0.3])
+    small = steering.SteeringDataset(split.test, seq_len=2, size=(4, 8), grayscale=True)
+    assert small[0][0].shape == (2, 1, 4, 8)
+    assert len(steering.SteeringDataset(split.test, seq_len=50)) == 0
+
+
+def test_frame_cache_hit_and_invalidation(tmp_path, monkeypatch):
+    root = _write_tree(tmp_path)
+    (s1, _) = steering.load_sessions(root)
+    first = steering.load_frames(s1, cache_dir=tmp_path / "c")
+    assert first.dtype == torch.uint8 and first.shape == (10, 3, 8, 16)
+    assert len(list((tmp_path / "c" / "frames").glob("*.safetensors"))) == 1
+    real_decode = steering._decode
+
+    def boom(*args):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(steering, "_decode", boom)
+    torch.testing.assert_close(steering.load_frames(s1, cache_dir=tmp_path / "c"), first)
+    monkeypatch.setattr(steering, "_decode", real_decode)
+    Image.new("RGB", (16, 8), (255, 255, 255)).save(s1.frame_paths[0])
+    changed = steering.load_frames(s1, cache_dir=tmp_path / "c")
+    assert int(changed[0].min()) > 200 and torch.equal(changed[1:], first[1:])
+
+
+def test_load_steering(tmp_path):
+    sets = steering.load_steering(_write_tree(tmp_path), seq_len=2, use_cache=False)
+    assert set(sets) == {"train", "test"}
+    assert len(sets["train"]) == 8 // 2 + 5 // 2  # s1: 8 frames before 0.72 s, s2: 5 of 7
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataNotFoundError, match="DELTARNN_DATA"):
+        steering.load_sessions(tmp_path / "none")
+    root = _write_tree(tmp_path / "a")
+    labels = root / steering.STEERING_DIR / steering.LABELS_FILE
+    text = labels.read_text()
+    labels.write_text(text.replace("steering,", "angle,", 1))
+    with pytest.raises(DataIntegrityError, match="missing columns"):
+        steering.load_sessions(root)
+    lines = text.splitlines()
+    lines[2] = lines[2].replace("0.5", "fast", 1)
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataIntegrityError, match=":3: not a number"):
+        steering.load_sessions(root)
+    labels.write_text(text)
+    (root / steering.STEERING_DIR / "s2" / "f000.jpg").unlink()
+    with pytest.raises(DataIntegrityError, match="missing"):
+        steering.load_sessions(root)
+    sessions = steering.load_sessions(_write_tree(tmp_path / "b"))
+    with pytest.raises(ConfigError):
+        steering.temporal_split(sessions, 0.0)
+    with pytest.raises(ConfigError):
+        steering.temporal_split(sessions, 0.9, 0.2)
+    with pytest.raises(ConfigError, match="seq_len"):
+        steering.SteeringDataset(sessions, seq_len=0)
+    with pytest.raises(ConfigError, match="size"):
+        steering.load_frames(sessions[0], size=(0, 8))
