@@ -149,17 +149,28 @@ def _fake_archive(path, names):
     return path
 
 
-def test_download_from_archive_verifies_and_installs(tmp_path):
+def test_download_from_archive_verifies_and_installs(tmp_path, monkeypatch):
     archive = _fake_archive(tmp_path / "src.zip", sorted(fsdd.expected_file_names()))
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    calls = []
+    real = fsdd.download_fsdd
+
+    def fetch_local(root=None, **kwargs):
+        calls.append(root)
+        return real(root, url=archive.as_uri(), expected_sha256=digest)
+
+    monkeypatch.setattr(fsdd, "download_fsdd", fetch_local)
     root = tmp_path / "root"
-    dest = fsdd.download_fsdd(root, url=archive.as_uri(), expected_sha256=digest)
-    assert dest == root / "fsdd" / "recordings"
+    with pytest.raises(DataNotFoundError):
+        fsdd.list_recordings(root)  # never fetches unless asked
+    assert calls == []
+    assert len(fsdd.list_recordings(root, download=True)) == 3000
+    assert calls == [root]
+    dest = root / "fsdd" / "recordings"
     assert len(list(dest.glob("*.wav"))) == 3000
-    assert not list((root / "fsdd").glob("*.zip"))  # the archive is removed after unpacking
-    assert len(fsdd.list_recordings(root)) == 3000
+    assert [p.name for p in (root / "fsdd").iterdir()] == ["recordings"]  # zip and staging gone
     # Present already: nothing is fetched (a bad URL would fail otherwise).
-    assert fsdd.download_fsdd(root, url=(tmp_path / "nope.zip").as_uri()) == dest
+    assert real(root, url=(tmp_path / "nope.zip").as_uri()) == dest
 
 
 def test_download_rejects_wrong_checksum_and_incomplete_archive(tmp_path):
@@ -169,8 +180,8 @@ def test_download_rejects_wrong_checksum_and_incomplete_archive(tmp_path):
     with pytest.raises(DataIntegrityError, match="expected_sha256"):
         fsdd.download_fsdd(root, url=full.as_uri(), expected_sha256="0" * 64)
     assert not (root / "fsdd" / "recordings").exists()
-    short = _fake_archive(tmp_path / "short.zip", names[1:])
-    with pytest.raises(DataIntegrityError, match="1 missing"):
+    short = _fake_archive(tmp_path / "short.zip", [*names[:10], "0_zed_0.wav"])
+    with pytest.raises(DataIntegrityError, match="2990 missing.*1 unexpected"):
         fsdd.download_fsdd(root, url=short.as_uri())
     assert not (root / "fsdd" / "recordings").exists()
     assert [p.name for p in (root / "fsdd").iterdir()] == []  # no staging folder left behind
@@ -179,20 +190,3 @@ def test_download_rejects_wrong_checksum_and_incomplete_archive(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(DownloadError, match="not a valid zip"):
         fsdd.download_fsdd(root, url=(tmp_path / "bad.zip").as_uri())
-
-
-def test_list_recordings_downloads_only_when_asked(tmp_path, monkeypatch):
-    archive = _fake_archive(tmp_path / "src.zip", sorted(fsdd.expected_file_names()))
-    calls = []
-    real = fsdd.download_fsdd
-
-    def fake(root=None, **kwargs):
-        calls.append(root)
-        return real(root, url=archive.as_uri())
-
-    monkeypatch.setattr(fsdd, "download_fsdd", fake)
-    with pytest.raises(DataNotFoundError):
-        fsdd.list_recordings(tmp_path / "r")
-    assert calls == []
-    assert len(fsdd.list_recordings(tmp_path / "r", download=True)) == 3000
-    assert calls == [tmp_path / "r"]

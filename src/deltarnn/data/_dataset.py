@@ -1,7 +1,8 @@
-"""The in-memory sequence dataset every audio loader returns."""
+"""The in-memory sequence dataset every audio loader returns, and the split container."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -59,3 +60,19 @@ class FeatureSequenceDataset(Dataset, Generic[T]):
     def lengths(self) -> list[int]:
         """T_i of every item (frames), e.g. for length-bucketed batching."""
         return [int(x.shape[0]) for x in self.features]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Disjoint ``train`` / ``val`` / ``test`` lists of items (``val`` may be empty)."""
+
+    train: list
+    val: list
+    test: list
+
+    def as_dict(self) -> dict[str, list]:
+        """``{"train": ..., "test": ...}`` plus ``"val"`` when it is not empty."""
+        d = {"train": self.train, "test": self.test}
+        if self.val:
+            d["val"] = self.val
+        return d

@@ -33,11 +33,10 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from ._dataset import FeatureSequenceDataset, Transform
+from ._dataset import FeatureSequenceDataset, Split, Transform
 from ._files import replace_dir
 from .errors import DataIntegrityError, DataNotFoundError, DownloadError
 from .features import FeatureParams, file_features, make_cache
-from .fsdd import Split
 from .root import PathLike, data_root, missing_data_message
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._dataset import FeatureSequenceDataset, Transform
+from ._dataset import FeatureSequenceDataset, Split, Transform
 from ._files import download_file, replace_dir
 from .errors import DataIntegrityError, DataNotFoundError, DownloadError
 from .features import FeatureParams, file_features, make_cache
@@ -62,22 +62,6 @@ class Recording:
     speaker: str
     take: int
     path: Path
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """Disjoint ``train`` / ``val`` / ``test`` lists of items (``val`` may be empty)."""
-
-    train: list
-    val: list
-    test: list
-
-    def as_dict(self) -> dict[str, list]:
-        """``{"train": ..., "test": ...}`` plus ``"val"`` when it is not empty."""
-        d = {"train": self.train, "test": self.test}
-        if self.val:
-            d["val"] = self.val
-        return d
 
 
 def expected_file_names() -> set[str]:
@@ -278,6 +262,8 @@ class FSDDDataset(FeatureSequenceDataset[int]):
         cache_dir: root of the derived-file cache (default :func:`~deltarnn.data.root.cache_dir`).
     """
 
+    num_classes = 10
+
     def __init__(
         self,
         recordings: Sequence[Recording],
@@ -291,8 +277,6 @@ class FSDDDataset(FeatureSequenceDataset[int]):
         cache = make_cache(use_cache, cache_dir)
         features = file_features([r.path for r in self.recordings], self.params, cache)
         super().__init__(features, [r.digit for r in self.recordings], transform)
-
-    num_classes = 10
 
 
 def load_fsdd(

@@ -30,10 +30,10 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from . import root as _root
+from ._dataset import Split
 from ._files import fingerprint, hash_key
 from .errors import DataIntegrityError, DataNotFoundError
 from .features import FeatureCache
-from .fsdd import Split
 from .root import PathLike, data_root, missing_data_message
 
 logger = logging.getLogger(__name__)
