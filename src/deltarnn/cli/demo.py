@@ -1,50 +1,83 @@
-"""``deltarnn demo``: a delta GRU on real spoken digits, with its cost table at several thresholds."""
+"""``deltarnn demo``: train a small delta GRU on spoken digits and show what the thresholds save."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
-HELP = "run a converted GRU over log-mel features of real FSDD recordings at several thresholds"
+HELP = "train a small GRU on FSDD, retrain it as a delta network, print accuracy and cost tables"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="data root holding fsdd/recordings (default: $DELTARNN_DATA)")
-    p.add_argument("--recordings", type=int, default=8, help="how many recordings to run")
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--thetas", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.4])
+    p.add_argument("--out", default="runs/demo", help="folder for runs and the plot")
+    p.add_argument("--split", default="take", choices=("take", "speaker"))
+    p.add_argument("--epochs", type=int, default=5, help="dense training epochs")
+    p.add_argument("--delta-epochs", type=int, default=2, help="delta retraining epochs")
+    p.add_argument("--theta", type=float, default=0.3, help="Θx = Θh of the delta model")
+    p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import from_torch, measure
-    from ..data.features import log_mel_file
-    from ..data.fsdd import list_recordings
+    from ..train import TrainConfig, evaluate, load_data, load_model, train
+    from ..train.report import plot, summarise
+    from ..train.sweep import make_row
 
-    torch.manual_seed(args.seed)
-    recordings = list_recordings(args.root)[: args.recordings]
-    feats = [torch.from_numpy(log_mel_file(r.path)) for r in recordings]
-    x = torch.nn.utils.rnn.pad_sequence(feats)  # (T, B, 40)
-    lengths = torch.tensor([f.shape[0] for f in feats])
-    # Per-band standardisation over these recordings, so a threshold means a fraction of a std.
-    valid = torch.arange(x.shape[0])[:, None] < lengths[None, :]
-    frames = x[valid]
-    x = (x - frames.mean(0)) / frames.std(0)
-    x = x * valid[..., None]
-    dense = torch.nn.GRU(x.shape[-1], args.hidden_size, num_layers=2)
-    print(
-        f"{len(feats)} FSDD recordings, {int(lengths.sum())} frames of 40 log-mel bands; "
-        f"nn.GRU(40, {args.hidden_size}, num_layers=2) with random weights, converted"
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    out = Path(args.out)
+    base = TrainConfig.from_dict(
+        {
+            "model": {"hidden_size": args.hidden_size, "num_layers": 1},
+            "data": {"split": args.split, "root": args.root, "batch_size": 64},
+            "epochs": args.epochs,
+            "seed": args.seed,
+        }
     )
-    with torch.no_grad():
-        reference, _ = dense(x)
-    for theta in args.thetas:
-        model = from_torch(dense, theta_x=theta, theta_h=theta)
-        report = measure(model, x, lengths=lengths)
-        with torch.no_grad():
-            out, _ = model(x)
-        err = (out - reference)[valid].abs().max().item()
-        print(f"\ntheta_x = theta_h = {theta}: max |h - h_dense| = {err:.4f}")
-        print(report.table())
+    data = load_data(base.data)
+    print(
+        f"FSDD split by {args.split}: {len(data.train)} train, {len(data.test)} test recordings "
+        f"(features ready after {time.time() - start:.0f} s)"
+    )
+    dense_dir = out / "dense"
+    dense = train(base, dense_dir, resume=False, progress=True)
+    delta_cfg = base.with_overrides(
+        [
+            f"epochs={args.delta_epochs}",
+            f"model.theta_x={args.theta}",
+            f"model.theta_h={args.theta}",
+            "method.delta=true",
+            "method.l1_h=0.002",
+            f"method.init_from={str(dense_dir)!r}".replace("'", '"'),
+        ]
+    )
+    delta = train(delta_cfg, out / "delta", resume=False, progress=True)
+    rows = [make_row(base, "dense", dense, dense["value"])]
+    model, cfg, _ = load_model(dense_dir)
+    for theta in (0.1, args.theta):
+        model.rnn.set_thresholds(theta, theta)
+        cfg.model.theta_x = cfg.model.theta_h = theta
+        rows.append(make_row(cfg, "converted", evaluate(model, data), dense["value"]))
+    rows.append(make_row(delta_cfg, "delta", delta, dense["value"]))
+    print(f"\ndense GRU: test accuracy {100 * dense['value']:.1f}%")
+    print(dense["cost_table"])
+    print(
+        f"\ndelta GRU (retrained {args.delta_epochs} epochs with Θ = {args.theta}, L1 on Δh): "
+        f"test accuracy {100 * delta['value']:.1f}%"
+    )
+    print(delta["cost_table"])
+    print("\nmethod      Θ    accuracy  MAC reduction  occupancy x  occupancy h")
+    for r in rows:
+        print(
+            f"{r['method']:<10} {r['theta_x']:4.2f}  {100 * r['value']:7.1f}%  "
+            f"{r['mac_reduction']:12.1f}x  {100 * r['occupancy_x']:10.1f}%  "
+            f"{100 * r['occupancy_h']:10.1f}%"
+        )
+    plot(summarise(rows), out / "plot.png")
+    print(f"\nplot: {out / 'plot.png'}   ({time.time() - start:.0f} s in all)")
     return 0

@@ -15,6 +15,9 @@ from .. import __version__
 COMMANDS = {
     "cost": "deltarnn.cli.cost",
     "demo": "deltarnn.cli.demo",
+    "train": "deltarnn.cli.train",
+    "eval": "deltarnn.cli.eval",
+    "sweep": "deltarnn.cli.sweep",
 }
 
 

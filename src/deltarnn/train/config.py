@@ -1,0 +1,274 @@
+"""Typed training configuration: dataclasses, loaded from JSON/TOML files or ``key=value`` flags.
+
+A config is saved as ``config.json`` beside every checkpoint and result, and
+``TrainConfig.from_dict(json.load(...))`` restores it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+Theta = float | list[float]
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Features -> delta RNN layers -> linear head.
+
+    Attributes:
+        kind: ``"gru"`` or ``"lstm"``.
+        num_layers, hidden_size: of the recurrent stack.
+        theta_x, theta_h: thresholds used in evaluation (and in training for delta methods); a
+            float for every layer or a list with one per layer.
+        pool: classification head input: ``"mean"`` over valid frames or ``"last"`` valid frame.
+        backend: delta backend for runs without gradients (``"auto"`` picks the fastest).
+    """
+
+    kind: str = "gru"
+    num_layers: int = 2
+    hidden_size: int = 64
+    theta_x: Theta = 0.0
+    theta_h: Theta = 0.0
+    pool: str = "mean"
+    backend: str = "auto"
+
+    def validate(self) -> None:
+        _choice("model.kind", self.kind, ("gru", "lstm"))
+        _choice("model.pool", self.pool, ("mean", "last"))
+        _positive("model.num_layers", self.num_layers)
+        _positive("model.hidden_size", self.hidden_size)
+        for name in ("theta_x", "theta_h"):
+            values = getattr(self, name)
+            values = values if isinstance(values, list) else [values]
+            if isinstance(getattr(self, name), list) and len(values) != self.num_layers:
+                raise ConfigError(
+                    f"model.{name} must be a float or a list of num_layers={self.num_layers} "
+                    f"floats, got {values}"
+                )
+            for v in values:
+                if not (math.isfinite(v) and v >= 0):
+                    raise ConfigError(f"model.{name} must be finite and >= 0, got {v}")
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Which training methods run, with their parameters (they combine freely).
+
+    Attributes:
+        delta: train with the thresholds of ``model`` in the forward pass (else dense, Θ = 0).
+        theta_warmup_epochs: ramp Θ linearly from 0 over this many epochs (0: no ramp).
+        init_from: a run folder or ``model.safetensors`` to start from (pretrain dense, retrain).
+        rounding: round the inputs of the products to fixed point Q``int_bits``.``frac_bits``.
+        noise_sigma: std of Gaussian noise on the inputs of the products in training (0: off).
+        l1_x, l1_h: weights of the L1 cost on Δx and Δh (per valid frame).
+        learnable_theta: learn Θx and Θh (starting from ``model``'s, which must be > 0).
+        occupancy_cost: weight of the surrogate occupancy cost that pushes learnable Θ up.
+    """
+
+    delta: bool = False
+    theta_warmup_epochs: float = 0.0
+    init_from: str | None = None
+    rounding: bool = False
+    int_bits: int = 3
+    frac_bits: int = 5
+    noise_sigma: float = 0.0
+    l1_x: float = 0.0
+    l1_h: float = 0.0
+    learnable_theta: bool = False
+    occupancy_cost: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("theta_warmup_epochs", "noise_sigma", "l1_x", "l1_h", "occupancy_cost"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"method.{name} must be finite and >= 0, got {v}")
+        if self.int_bits < 0 or self.frac_bits < 0:
+            raise ConfigError("method.int_bits and method.frac_bits must be >= 0")
+        if self.learnable_theta and not self.delta:
+            raise ConfigError("method.learnable_theta needs method.delta = true")
+
+    @property
+    def needs_counts(self) -> bool:
+        return bool(self.l1_x or self.l1_h)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Attributes:
+    task: ``"digits"`` (isolated FSDD digits, 10 classes) or ``"strings"`` (connected digits,
+        CTC with blank).
+    split: ``"speaker"`` (held-out speakers) or ``"take"`` (FSDD's usual split).
+    root: data root (default ``$DELTARNN_DATA``).
+    batch_size: the global batch, shared among data-parallel processes.
+    limit_train, limit_test: use only the first N items of a split (0: all), for quick runs.
+    num_strings: training strings for ``strings`` (test gets a quarter as many).
+    utterance_norm: subtract each utterance's own mean per band before the global scaling
+        (cepstral mean normalisation: removes the channel and speaker offset).
+    """
+
+    task: str = "digits"
+    split: str = "speaker"
+    root: str | None = None
+    batch_size: int = 32
+    limit_train: int = 0
+    limit_test: int = 0
+    num_strings: int = 2000
+    utterance_norm: bool = True
+
+    def validate(self) -> None:
+        _choice("data.task", self.task, ("digits", "strings"))
+        _choice("data.split", self.split, ("speaker", "take"))
+        _positive("data.batch_size", self.batch_size)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Adam with optional weight decay, gradient clipping and cosine decay of the learning rate."""
+
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    cosine: bool = True
+
+    def validate(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; ``epochs`` and ``seed`` fix the data order and initialisation."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    epochs: int = 10
+    seed: int = 0
+
+    def validate(self) -> TrainConfig:
+        for part in (self.model, self.method, self.data, self.optim):
+            part.validate()
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, d, "").validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """From a ``.json`` or ``.toml`` file with the sections ``model``, ``method``, ... ."""
+        return cls.from_dict(load_mapping(path))
+
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
+        """A copy with ``section.field=value`` assignments applied (values parsed as JSON)."""
+        d = self.to_dict()
+        for item in assignments:
+            apply_assignment(d, item)
+        return TrainConfig.from_dict(d)
+
+
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML file into a dict."""
+    path = Path(path)
+    if path.suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            raise ConfigError("TOML configs need Python >= 3.11; use JSON")
+        return tomllib.loads(path.read_text())
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    raise ConfigError(f"config file must end in .json or .toml, got {path}")
+
+
+def parse_value(text: str) -> Any:
+    """A flag value: JSON when it parses (numbers, lists, true/false/null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_assignment(d: dict[str, Any], item: str) -> None:
+    """Apply ``"a.b=value"`` to the nested dict ``d`` in place; the key must exist."""
+    if "=" not in item:
+        raise ConfigError(f"override must look like section.field=value, got {item!r}")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = d
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise ConfigError(f"unknown config section {p!r} in {key!r}")
+        node = node[p]
+    if parts[-1] not in node:
+        raise ConfigError(f"unknown config field {key!r}; known: {sorted(node)}")
+    node[parts[-1]] = parse_value(value)
+
+
+def _from_dict(cls, d: dict[str, Any], where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {where or 'root'!r} must be a mapping, got {d!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config fields {sorted(unknown)} in {where or 'root'!r}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{where}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, list) and any(typing.get_origin(a) is list for a in args):
+            return [_coerce(v, float, name) for v in value]
+        for a in args:
+            if a in (int, float, str, bool):
+                try:
+                    return _coerce(value, a, name)
+                except ConfigError:
+                    continue
+        raise ConfigError(f"{name} has the wrong type: {value!r}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (
+        not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{name} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{name} must be one of {options}, got {value!r}")
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
