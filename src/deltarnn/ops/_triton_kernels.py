@@ -2,9 +2,8 @@
 
 Every kernel has a pure-PyTorch twin it is tested against: the functional spec
 (:mod:`deltarnn.functional`) for inference, and the ``*_ref`` functions of
-:mod:`deltarnn.ops.triton_train` for training. Do not import this module directly: use
-:func:`deltarnn.ops.triton.kernels`, which rebuilds it when ``TRITON_INTERPRET`` changed (Triton
-reads that variable when ``@triton.jit`` runs, i.e. at import).
+:mod:`deltarnn.ops.triton_train` for training. Load it through :func:`deltarnn.ops.triton.kernels`,
+which checks that it was built in the same mode (compiled or interpreted) as Triton itself.
 
 Shape legend: B batch, I input features, H hidden units, G gates (3 GRU, 4 LSTM).
 
@@ -19,13 +18,11 @@ Layouts:
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-# How this module was built; deltarnn.ops.triton.kernels() reloads it when the variable changed.
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# What @triton.jit saw when this module was imported: interpreter (True) or compiler.
+INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 
 @triton.jit

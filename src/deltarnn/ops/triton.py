@@ -20,13 +20,12 @@ otherwise dominate a step of a few microseconds.
 Weights: float32, float16 or bfloat16; products accumulate in float32, state is kept in float32
 inside the kernels. No gradients: training uses :mod:`deltarnn.ops.triton_train`.
 
-On a CPU the kernels run only under ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests), so
-``backend="auto"`` never picks this backend for ordinary CPU use.
+On a CPU the kernels run only under ``TRITON_INTERPRET=1`` set before Triton is imported (Triton's
+interpreter, for tests), so ``backend="auto"`` never picks this backend for ordinary CPU use.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import triton  # noqa: F401  (soft import: a missing triton disables the backend
 from torch import Tensor
 
 from .. import functional as F
-from ..errors import DTypeError, ShapeError
+from ..errors import BackendError, DTypeError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
 
 NAME = "triton"
@@ -48,19 +47,27 @@ MAX_CACHED_RUNS = 4
 
 
 def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether Triton runs kernels in its interpreter in this process.
+
+    Triton reads ``TRITON_INTERPRET`` when it is imported and builds its own library functions
+    (``tl.zeros``, ``tl.sum``...) for one mode or the other, so setting the variable after
+    ``import triton`` has no effect; this checks both the variable and what Triton built.
+    """
+    return os.environ.get("TRITON_INTERPRET") == "1" and not isinstance(
+        triton.language.standard.zeros, triton.runtime.jit.JITFunction
+    )
 
 
 def kernels() -> ModuleType:
-    """The kernel module, rebuilt if ``TRITON_INTERPRET`` changed since it was imported.
-
-    Triton decides between compiling and interpreting when ``@triton.jit`` runs, i.e. at import;
-    reloading keeps a process that toggles the variable (the tests) consistent.
-    """
+    """The kernel module (imported on first use, so importing this backend compiles nothing)."""
     from . import _triton_kernels as module
 
     if module.INTERPRETED != _interpret():
-        module = importlib.reload(module)
+        raise BackendError(
+            "the Triton kernels were built for "
+            + ("the interpreter" if module.INTERPRETED else "the GPU")
+            + " but Triton now runs the other way; set TRITON_INTERPRET before importing triton"
+        )
     return module
 
 
@@ -421,11 +428,13 @@ def run_sequence(
 
 def gru(x, state, packed, theta_x, theta_h, *, count=False):
     """Backend contract: :func:`deltarnn.functional.delta_gru` (no ``h_transform``)."""
+    _check_call("gru", x, state, packed)
     return run_sequence(x, state, packed, theta_x, theta_h, count=count)
 
 
 def lstm(x, state, packed, theta_x, theta_h, *, count=False):
     """Backend contract: :func:`deltarnn.functional.delta_lstm` (no ``h_transform``)."""
+    _check_call("lstm", x, state, packed)
     return run_sequence(x, state, packed, theta_x, theta_h, count=count)
 
 

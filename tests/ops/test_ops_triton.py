@@ -1,0 +1,307 @@
+"""The triton backend against the functional spec: outputs, returned state and send counts.
+
+The kernels run on the CPU under Triton's interpreter and, where a GPU is present, compiled on
+CUDA. Triton picks interpreter or compiler when it is imported, so the interpreter runs cannot
+share a process with the rest of the suite: ``test_interpreter_subprocess`` reruns this file with
+``TRITON_INTERPRET=1`` (run it directly with ``TRITON_INTERPRET=1 pytest <this file>``).
+
+Inputs are on the binary grid k/8 and input thresholds at midpoints (3/16), so a rounding
+difference cannot flip a mask bit of the input side; hidden thresholds are compared on fixed seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from deltarnn import functional as F  # noqa: E402
+from deltarnn.errors import DTypeError, ShapeError  # noqa: E402
+from deltarnn.ops import select_backend  # noqa: E402
+from deltarnn.ops import triton as tb  # noqa: E402
+
+ATOL = 2e-5  # float32: a different summation order of the products
+INTERPRETED = tb._interpret()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "cpu",
+            marks=pytest.mark.skipif(not INTERPRETED, reason="run by test_interpreter_subprocess"),
+        ),
+        pytest.param(
+            "cuda",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(INTERPRETED, reason="compiled kernels")],
+        ),
+    ]
+)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.mark.skipif(INTERPRETED, reason="this process already interprets")
+def test_interpreter_subprocess():
+    """Every CPU case of this file, in a fresh process where Triton interprets the kernels."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not gpu", __file__],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout.splitlines()[-1]
+
+
+def grid(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randint(-8, 9, shape, generator=gen).float() / 8
+
+
+def make_layer(kind: str, batch: int, inputs: int, hidden: int, seed: int = 0):
+    """Weights, biases and a fresh state with a non-zero h0 (and c0)."""
+    gen = torch.Generator().manual_seed(seed)
+    gates = 3 if kind == "gru" else 4
+    w_ih = torch.randn(gates * hidden, inputs, generator=gen) * 0.4
+    w_hh = torch.randn(gates * hidden, hidden, generator=gen) * 0.4
+    b_ih = torch.randn(gates * hidden, generator=gen) * 0.2
+    b_hh = torch.randn(gates * hidden, generator=gen) * 0.2
+    h0 = torch.randn(batch, hidden, generator=gen) * 0.5
+    if kind == "gru":
+        state = F.gru_initial_state(w_ih, b_ih, b_hh, batch, h0=h0)
+    else:
+        c0 = torch.randn(batch, hidden, generator=gen) * 0.5
+        state = F.lstm_initial_state(w_ih, b_ih, b_hh, batch, h0=h0, c0=c0)
+    return w_ih, w_hh, state, gen
+
+
+def spec(kind: str):
+    return F.delta_gru if kind == "gru" else F.delta_lstm
+
+
+def to(state, device):
+    return type(state)(*(t.to(device) for t in state))
+
+
+def assert_same_run(expected, got, atol=ATOL):
+    (out_e, state_e, counts_e), (out_g, state_g, counts_g) = expected, got
+    torch.testing.assert_close(out_g.cpu(), out_e, atol=atol, rtol=0)
+    assert type(state_g) is type(state_e)
+    for name, e, g in zip(state_e._fields, state_e, state_g, strict=True):
+        torch.testing.assert_close(g.cpu(), e, atol=atol, rtol=0, msg=f"state.{name}")
+    if counts_e is not None:
+        for name in ("nx", "nh", "ux", "uh"):
+            assert torch.equal(getattr(counts_g, name).cpu(), getattr(counts_e, name)), name
+        for name in ("abs_x", "abs_h"):
+            torch.testing.assert_close(
+                getattr(counts_g, name).cpu(), getattr(counts_e, name), atol=1e-4, rtol=0
+            )
+
+
+def run_both(kind, steps, batch, inputs, hidden, theta_x, theta_h, device, **kwargs):
+    w_ih, w_hh, state, gen = make_layer(kind, batch, inputs, hidden)
+    x = grid(gen, steps, batch, inputs)
+    expected = spec(kind)(x, state, w_ih, w_hh, theta_x, theta_h, count=True)
+    packed = tb.pack(w_ih.to(device), w_hh.to(device))
+    got = tb.run_sequence(
+        x.to(device),
+        to(state, device),
+        packed,
+        torch.full((inputs,), theta_x, device=device),
+        torch.full((hidden,), theta_h, device=device),
+        count=True,
+        **kwargs,
+    )
+    return expected, got
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("x_mode", ["gemm", "sparse"])
+@pytest.mark.parametrize("thetas", [(0.0, 0.0), (3 / 16, 0.1)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 7, 33), (4, 3, 5, 7)], ids=["T1-B1-I7-H33", "T4-B3-I5-H7"]
+)
+def test_sequence_matches_spec(kind, x_mode, thetas, shape, device):
+    expected, got = run_both(kind, *shape, *thetas, device, x_mode=x_mode)
+    assert_same_run(expected, got)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_sequence_several_blocks(kind, device):
+    # H = 130 spans 9 unit blocks of 16 and two compaction blocks of 128 (not a multiple of either).
+    config = tb.StepConfig(block_b=2, block_h=16, block_k=32, use_dot=False, block_c=128)
+    expected, got = run_both(kind, 2, 2, 33, 130, 3 / 16, 0.05, device, config=config)
+    assert_same_run(expected, got)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("x_mode", ["gemm", "sparse"])
+def test_dot_path_and_split_batch(kind, x_mode, device):
+    # tl.dot tiles of 16 rows; B = 19 spans two batch blocks, which share units (atomic flags).
+    config = tb.StepConfig(block_b=16, block_h=16, block_k=16, use_dot=True, block_c=64)
+    expected, got = run_both(kind, 3, 19, 6, 20, 3 / 16, 0.1, device, config=config, x_mode=x_mode)
+    assert_same_run(expected, got)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_skipped_columns_are_not_read(kind, device):
+    """NaN weights in the columns that never send: a dense product would return NaN."""
+    batch, inputs, hidden = 2, 6, 9
+    w_ih, w_hh, state, gen = make_layer(kind, batch, inputs, hidden)
+    x = grid(gen, 3, batch, inputs)
+    x[:, :, 2] = 0.0  # input feature 2 never changes from x̂ = 0
+    h0 = state.h.clone()
+    h0[:, 4] = 0.0  # hidden unit 4 starts at ĥ = 0 and its threshold is never crossed
+    state = state._replace(h=h0)
+    theta_h = torch.full((hidden,), 0.1)
+    theta_h[4] = 1e6
+    expected = spec(kind)(x, state, w_ih, w_hh, 0.0, theta_h, count=True)
+    w_ih_nan, w_hh_nan = w_ih.clone(), w_hh.clone()
+    w_ih_nan[:, 2] = float("nan")
+    w_hh_nan[:, 4] = float("nan")
+    got = tb.run_sequence(
+        x.to(device),
+        to(state, device),
+        tb.pack(w_ih_nan.to(device), w_hh_nan.to(device)),
+        torch.zeros(inputs, device=device),
+        theta_h.to(device),
+        count=True,
+        x_mode="sparse",
+    )
+    assert torch.isfinite(got[0]).all()
+    assert_same_run(expected, got)
+    assert int(got[2].ux.max()) < inputs and int(got[2].uh.max()) < hidden
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_weights(kind, dtype, device):
+    """fp16/bf16 weights and inputs, fp32 accumulation: judged against the fp32 spec run on the
+    same (rounded) weights and inputs."""
+    batch, inputs, hidden = 2, 6, 20
+    w_ih, w_hh, state, gen = make_layer(kind, batch, inputs, hidden)
+    w_ih, w_hh = w_ih.to(dtype), w_hh.to(dtype)
+    x = grid(gen, 3, batch, inputs)
+    expected = spec(kind)(x, state, w_ih.float(), w_hh.float(), 3 / 16, 0.0)
+    for x_mode in ("gemm", "sparse"):
+        out, new_state, _ = tb.run_sequence(
+            x.to(device, dtype),
+            to(state, device),
+            tb.pack(w_ih.to(device), w_hh.to(device)),
+            torch.full((inputs,), 3 / 16, device=device),
+            torch.zeros(hidden, device=device),
+            x_mode=x_mode,
+        )
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float().cpu(), expected[0], atol=2e-2, rtol=0)
+        torch.testing.assert_close(new_state.m.cpu(), expected[1].m, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_streamer_matches_spec(kind, device):
+    steps, batch, inputs, hidden = 4, 3, 5, 18
+    w_ih, w_hh, state, gen = make_layer(kind, batch, inputs, hidden)
+    x = grid(gen, steps, batch, inputs)
+    out_e, state_e, _ = spec(kind)(x, state, w_ih, w_hh, 3 / 16, 0.1)
+    streamer = tb.TritonStreamer(
+        tb.pack(w_ih.to(device), w_hh.to(device)), to(state, device), 3 / 16, 0.1
+    )
+    outs = [streamer.step(x[t].to(device)).clone() for t in range(steps)]
+    assert_same_run((out_e, state_e, None), (torch.stack(outs), streamer.state(), None))
+    # reset() starts the same stream again, and two halves give the state of one pass.
+    streamer.reset(to(state, device))
+    for t in range(2):
+        streamer.step(x[t].to(device))
+    _, half_state, _ = spec(kind)(x[:2], state, w_ih, w_hh, 3 / 16, 0.1)
+    assert_same_run((out_e[:0], half_state, None), (out_e[:0], streamer.state(), None))
+
+
+def test_chunks_equal_one_pass(device):
+    w_ih, w_hh, state, gen = make_layer("gru", 2, 5, 12)
+    x = grid(gen, 5, 2, 5)
+    packed = tb.pack(w_ih.to(device), w_hh.to(device))
+    thx, thh = torch.full((5,), 3 / 16, device=device), torch.full((12,), 0.1, device=device)
+    out, final, _ = tb.run_sequence(x.to(device), to(state, device), packed, thx, thh)
+    out_a, mid, _ = tb.run_sequence(x[:2].to(device), to(state, device), packed, thx, thh)
+    out_b, final_b, _ = tb.run_sequence(x[2:].to(device), mid, packed, thx, thh)
+    torch.testing.assert_close(torch.cat((out_a, out_b)), out, atol=ATOL, rtol=0)
+    for a, b in zip(final, final_b, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    # The cached run of the first shape is reused and gives the same answer again.
+    again, _, _ = tb.run_sequence(x.to(device), to(state, device), packed, thx, thh)
+    assert torch.equal(again, out)
+
+
+def test_backend_contract(device):
+    w_ih, w_hh, state, gen = make_layer("lstm", 2, 4, 8)
+    x = grid(gen, 3, 2, 4)
+    packed = tb.pack(w_ih.to(device), w_hh.to(device))
+    expected = F.delta_lstm(x, state, w_ih, w_hh, 3 / 16, 0.1, count=True)
+    got = tb.lstm(
+        x.to(device),
+        to(state, device),
+        packed,
+        torch.full((4,), 3 / 16, device=device),
+        torch.full((8,), 0.1, device=device),
+        count=True,
+    )
+    assert_same_run(expected, got)
+    start = to(state, device)
+    empty, same_state, counts = tb.lstm(
+        x[:0].to(device), start, packed, torch.zeros(4), torch.zeros(8), count=True
+    )
+    assert empty.shape == (0, 2, 8) and counts.nx.shape == (0, 2)
+    assert same_state is start
+    with pytest.raises(ShapeError, match="gates"):
+        tb.gru(x.to(device), to(state, device), packed, torch.zeros(4), torch.zeros(8))
+
+
+def test_supports_cpu_only_when_interpreted(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not tb.supports(torch.device("cpu"), torch.float32, False)
+    assert select_backend("auto", torch.device("cpu"), torch.float32, False).NAME != "triton"
+    if not torch.cuda.is_available():
+        assert not tb.is_available()
+    if INTERPRETED:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert tb.is_available()
+        assert tb.supports(torch.device("cpu"), torch.float32, False)
+        assert tb.supports(torch.device("cpu"), torch.bfloat16, False)
+        assert not tb.supports(torch.device("cpu"), torch.float64, False)
+        assert not tb.supports(torch.device("cpu"), torch.float32, True)
+    else:  # the variable alone, set after Triton was imported, does not make a CPU backend
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert not tb.supports(torch.device("cpu"), torch.float32, False)
+
+
+def test_pack_errors():
+    with pytest.raises(ShapeError, match="weight_hh"):
+        tb.pack(torch.zeros(12, 3), torch.zeros(10, 4))
+    with pytest.raises(ShapeError, match="2-D"):
+        tb.pack(torch.zeros(12), torch.zeros(12, 4))
+    with pytest.raises(DTypeError, match="float64"):
+        tb.pack(torch.zeros(12, 3, dtype=torch.float64), torch.zeros(12, 4, dtype=torch.float64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(INTERPRETED, reason="compiled kernels")
+def test_gpu_graph_replay_long_sequence(cuda_device):
+    """A longer run on the GPU through the captured graph, repeated: same answer as the spec."""
+    w_ih, w_hh, state, gen = make_layer("gru", 1, 64, 256)
+    x = grid(gen, 50, 1, 64)
+    expected = F.delta_gru(x, state, w_ih, w_hh, 3 / 16, 0.05, count=True)
+    packed = tb.pack(w_ih.to(cuda_device), w_hh.to(cuda_device))
+    thx = torch.full((64,), 3 / 16, device=cuda_device)
+    thh = torch.full((256,), 0.05, device=cuda_device)
+    for _ in range(2):
+        got = tb.run_sequence(
+            x.to(cuda_device), to(state, cuda_device), packed, thx, thh, count=True
+        )
+        assert_same_run(expected, got, atol=1e-4)
