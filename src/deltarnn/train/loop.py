@@ -291,6 +291,7 @@ def train(
     stop_after_epochs: int | None = None,
     evaluate_at_end: bool = True,
     device: torch.device | str | None = None,
+    data: Data | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir`` and return the final metrics.
 
@@ -299,6 +300,8 @@ def train(
         progress: tqdm bars with ETA (on rank 0).
         stop_after_epochs: stop (as if interrupted) after this many epochs in total.
         evaluate_at_end: run :func:`evaluate` on the test set and write ``metrics.json``.
+        data: use these datasets instead of loading the ones ``cfg.data`` names (tests, custom
+            data: items ``(features (T_i, F), target)`` and a ``lengths()`` method).
     """
     from tqdm.auto import tqdm
 
@@ -307,7 +310,7 @@ def train(
     device = torch.device(device) if device is not None else default_device()
     out = Path(out_dir)
     ckpt = out / "ckpt"
-    data = load_data(cfg.data)
+    data = load_data(cfg.data) if data is None else data
     model = build_model(cfg, data, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

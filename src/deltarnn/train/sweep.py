@@ -36,12 +36,14 @@ KINDS = ("dense", "converted", "once", "per_theta")
 
 @dataclasses.dataclass
 class MethodSpec:
-    """One curve of the sweep: ``kind`` (see module doc), ``epochs`` and method overrides."""
+    """One curve of the sweep: ``kind`` (see module doc), ``epochs``, method overrides, and
+    optionally its own ``thetas`` (else the sweep's)."""
 
     name: str
     kind: str
     epochs: int = 0
     method: dict[str, Any] = dataclasses.field(default_factory=dict)
+    thetas: list[float] | None = None
 
 
 @dataclasses.dataclass
@@ -161,15 +163,16 @@ def run_sweep(sweep: SweepConfig, progress: bool = True, render=None) -> Path:
             for m in sweep.methods:
                 if m.kind == "dense":
                     continue
+                thetas = sweep.thetas if m.thetas is None else [float(t) for t in m.thetas]
                 if m.kind == "per_theta":
-                    for theta in sweep.thetas:
+                    for theta in thetas:
                         if key(m.name, theta) in done:
                             continue
                         run_dir, metrics = trained(m.name, m.method, m.epochs, theta)
                         cfg = TrainConfig.load(run_dir / "config.json")
                         append_row(results, make_row(cfg, m.name, metrics, dense_value))
                     continue
-                todo = [t for t in [0.0, *sweep.thetas] if key(m.name, t) not in done]
+                todo = [t for t in [0.0, *thetas] if key(m.name, t) not in done]
                 if m.kind == "converted" and 0.0 in todo:
                     todo.remove(0.0)  # identical to the dense row
                 if not todo:
