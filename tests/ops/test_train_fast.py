@@ -109,12 +109,12 @@ def run_and_grad(fn, kind, leaves, prefix, theta_x, theta_h, **kwargs):
     return out, new_state, counts, dict(zip(names, grads, strict=True))
 
 
-def compare(kind, impl, shape, theta_x, theta_h, dtype, atol, device="cpu", warm=True):
+def compare(kind, impl, shape, theta_x, theta_h, dtype, atol, device="cpu", warm=True, **kwargs):
     leaves, prefix = make_case(kind, *shape, dtype, device=device, warm=warm)
     spec = F.delta_gru if kind == "gru" else F.delta_lstm
     fast = tt.delta_gru_train if kind == "gru" else tt.delta_lstm_train
     expected = run_and_grad(spec, kind, leaves, prefix, theta_x, theta_h)
-    got = run_and_grad(fast, kind, leaves, prefix, theta_x, theta_h, impl=impl)
+    got = run_and_grad(fast, kind, leaves, prefix, theta_x, theta_h, impl=impl, **kwargs)
     (out_e, state_e, counts_e, grads_e), (out_g, state_g, counts_g, grads_g) = expected, got
     torch.testing.assert_close(out_g, out_e, atol=atol, rtol=0)
     assert type(state_g) is type(state_e)
@@ -184,7 +184,9 @@ def send_margin(p, h0, hhat0, c0, w_hh, theta):
     """How far the run's send decisions are from flipping (smallest | |h - ĥ| - Θ |), and the
     fraction of sends."""
     with torch.no_grad():
-        out, hhat_seq, *_, send = tt.DeltaRecurrence.apply(p, h0, hhat0, c0, w_hh, theta, "torch")
+        out, hhat_seq, *_, send = tt.DeltaRecurrence.apply(
+            p, h0, hhat0, c0, w_hh, theta, "torch", False
+        )
         h_prev = torch.cat((h0[None], out[:-1]))
         hhat_prev = torch.cat((hhat0[None], hhat_seq[:-1]))
         margin = float(((h_prev - hhat_prev).abs() - theta).abs().min())
@@ -206,7 +208,7 @@ def check_gradcheck(lstm, impl, thresholds, fast_mode=False, **sizes):
     def fn(*args):
         c = args[3] if lstm else None
         out, hhat_seq, m, c_last, _ = tt.DeltaRecurrence.apply(
-            args[0], args[1], args[2], c, args[-1], theta, impl
+            args[0], args[1], args[2], c, args[-1], theta, impl, False
         )
         return (out, hhat_seq, m, c_last) if lstm else (out, hhat_seq, m)
 
@@ -255,5 +257,7 @@ def test_empty_sequence(kind):
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 def test_triton_on_gpu_equals_spec(kind, cuda_device):
     torch.backends.cuda.matmul.allow_tf32 = False
-    compare(kind, "triton", (6, 20, 9, 40), 3 / 16, 0.1, torch.float32, 2e-5, device=cuda_device)
+    for use_graph in (False, True, True):  # eager, graph capture, graph replay
+        shape, dev = (6, 20, 9, 40), cuda_device
+        compare(kind, "triton", shape, 3 / 16, 0.1, torch.float32, 2e-5, dev, use_graph=use_graph)
     compare(kind, "triton", (4, 3, 7, 33), 3 / 16, 0.1, torch.float64, 1e-10, device=cuda_device)

@@ -24,6 +24,8 @@ Shape legend: T steps, B batch, I inputs, H hidden units, G gates (3 GRU, 4 LSTM
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import Tensor
 from torch.nn import functional as nnF
@@ -280,6 +282,56 @@ def _backward_triton(saved, g_out, g_hhat, g_m, g_c):
     return dp, dq, gh_ring[1], ghh_ring[1], gc_ring[1] if lstm else None
 
 
+class _GraphedCall:
+    """``fn(*args)`` captured once in a CUDA graph over static copies of its arguments.
+
+    A call copies the arguments in, replays the graph and returns copies of the outputs (the
+    static outputs are overwritten by the next call, e.g. the next layer of the same shape).
+    One training step is T launches each way; replaying them from a graph removes the host cost
+    of each launch, which is of the order of a small step's GPU time.
+    """
+
+    def __init__(self, fn, args) -> None:
+        self.inputs = [None if a is None else a.clone() for a in args]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compiles every kernel variant before the capture
+            fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn(*self.inputs)
+
+    def __call__(self, *args):
+        for static, a in zip(self.inputs, args, strict=True):
+            if static is not None:
+                static.copy_(a)
+        self.graph.replay()
+        return tuple(None if o is None else o.clone() for o in self.outputs)
+
+
+_GRAPHS: OrderedDict[tuple, _GraphedCall] = OrderedDict()
+MAX_GRAPHS = 8
+
+
+def _graphed(name: str, fn, args):
+    """Run ``fn(*args)`` through a cached :class:`_GraphedCall` keyed on the arguments' layout."""
+    key = (name, torch.backends.cuda.matmul.allow_tf32) + tuple(
+        None if a is None else (tuple(a.shape), a.dtype, a.device) for a in args
+    )
+    call = _GRAPHS.pop(key, None)
+    if call is None:
+        call = _GraphedCall(fn, args)
+    _GRAPHS[key] = call
+    while len(_GRAPHS) > MAX_GRAPHS:
+        _GRAPHS.popitem(last=False)
+    return call(*args)
+
+
+def _backward_triton_flat(*args):
+    return _backward_triton(args[:9], *args[9:])
+
+
 # ---------------------------------------------------------------------------------------------
 # The autograd function
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +348,8 @@ class DeltaRecurrence(torch.autograd.Function):
     then the gates as in the spec. The send masks are constants for the gradient.
 
     Inputs: ``p`` (T, B, 4H), ``h0``, ``hhat0`` (B, H), ``c0`` (B, H) or None (GRU),
-    ``weight_hh`` (G*H, H), ``theta_h`` (H,), ``impl`` ``"torch"`` or ``"triton"``.
+    ``weight_hh`` (G*H, H), ``theta_h`` (H,), ``impl`` ``"torch"`` or ``"triton"``, ``graph``:
+    with Triton on CUDA, replay each direction's launches from a cached CUDA graph.
 
     Outputs: ``out`` (T, B, H) (h_t; the final h is ``out[-1]``), ``hhat_seq`` (T, B, H) (ĥ_t; the
     final ĥ is its last step), ``m_T`` (B, 4H), ``c_T`` (B, H) (an empty tensor for the GRU),
@@ -304,15 +357,19 @@ class DeltaRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, p, h0, hhat0, c0, weight_hh, theta_h, impl):
-        run = _forward_triton if impl == "triton" else _forward_torch
+    def forward(ctx, p, h0, hhat0, c0, weight_hh, theta_h, impl, graph):
+        args = (
+            p.contiguous(), h0.contiguous(), hhat0.contiguous(),
+            None if c0 is None else c0.contiguous(), weight_hh.contiguous(), theta_h.contiguous(),
+        )  # fmt: skip
+        graph = graph and impl == "triton" and p.is_cuda
         with torch.no_grad():
-            out, hhat_seq, m, c_seq, send, gates = run(
-                p.contiguous(), h0.contiguous(), hhat0.contiguous(),
-                None if c0 is None else c0.contiguous(), weight_hh.contiguous(),
-                theta_h.contiguous(),
-            )  # fmt: skip
-        ctx.impl = impl
+            if graph:
+                results = _graphed("forward", _forward_triton, args)
+            else:
+                results = (_forward_triton if impl == "triton" else _forward_torch)(*args)
+        out, hhat_seq, m, c_seq, send, gates = results
+        ctx.impl, ctx.graph = impl, graph
         ctx.save_for_backward(h0, hhat0, c0, weight_hh, out, hhat_seq, send, gates, c_seq)
         ctx.mark_non_differentiable(send)
         c_last = c_seq[-1] if c0 is not None else p.new_zeros(0)
@@ -322,14 +379,20 @@ class DeltaRecurrence(torch.autograd.Function):
     def backward(ctx, g_out, g_hhat, g_m, g_c, _g_send):
         saved = ctx.saved_tensors
         h0, hhat0, c0, weight_hh, _, hhat_seq = saved[:6]
-        run = _backward_triton if ctx.impl == "triton" else _backward_torch
+        grads = (g_out, g_hhat, g_m, g_c if c0 is not None else None)
         with torch.no_grad():
-            dp, dq, dh0, ghh, dc0 = run(saved, g_out, g_hhat, g_m, g_c if c0 is not None else None)
+            if ctx.graph:
+                results = _graphed("backward", _backward_triton_flat, (*saved, *grads))
+            else:
+                results = (_backward_triton if ctx.impl == "triton" else _backward_torch)(
+                    saved, *grads
+                )
+            dp, dq, dh0, ghh, dc0 = results
             # ĥ_{-1} enters every m_t through -W_hh ĥ_{-1}, and through the send chain (ghh).
             dq2 = dq.reshape(-1, dq.shape[-1])
             dhhat0 = ghh - dq.sum(0) @ weight_hh
             dweight_hh = dq2.t() @ (hhat_seq - hhat0).reshape(dq2.shape[0], -1)
-        return dp, dh0, dhhat0, dc0, dweight_hh, None, None
+        return dp, dh0, dhhat0, dc0, dweight_hh, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +450,9 @@ def _counts(x_hat_seq, x_hat0, sent_x, hhat_seq, hhat0, send_h) -> DeltaCounts:
     )
 
 
-def _delta_layer_train(x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, lstm):
+def _delta_layer_train(
+    x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, use_graph, lstm
+):
     steps, batch, inputs = x.shape
     hidden = weight_hh.shape[1]
     if steps == 0:
@@ -407,8 +472,9 @@ def _delta_layer_train(x, state, weight_ih, weight_hh, theta_x, theta_h, count, 
     gx = (x_hat_seq - state.x_hat) @ weight_ih.t()
     p = state.m + (gx if lstm else nnF.pad(gx, (0, hidden)))
     out, hhat_seq, m, c, send_h = DeltaRecurrence.apply(
-        p, state.h, state.h_hat, state.c if lstm else None, weight_hh, theta_h, impl
-    )
+        p, state.h, state.h_hat, state.c if lstm else None, weight_hh, theta_h, impl,
+        x.is_cuda if use_graph is None else use_graph,
+    )  # fmt: skip
     h, x_hat, h_hat = out[-1], x_hat_seq[-1], hhat_seq[-1]
     new_state = DeltaLSTMState(h, c, x_hat, h_hat, m) if lstm else DeltaGRUState(h, x_hat, h_hat, m)
     counts = None
@@ -428,6 +494,7 @@ def delta_gru_train(
     *,
     count: bool = False,
     impl: str = "auto",
+    use_graph: bool | None = None,
 ) -> tuple[Tensor, DeltaGRUState, DeltaCounts | None]:
     """:func:`deltarnn.functional.delta_gru` for training: same values, same gradients.
 
@@ -439,11 +506,15 @@ def delta_gru_train(
     Args:
         x, state, weight_ih, weight_hh, theta_x, theta_h, count: as for the spec.
         impl: ``"auto"`` (Triton for float32 CUDA tensors, else torch), ``"torch"``, ``"triton"``.
+        use_graph: with Triton on CUDA, replay the per-step launches of the recurrence from a
+            CUDA graph cached per shape (default: on CUDA).
 
     Returns:
         ``(output, state, counts)`` as the spec; ``counts.abs_x``/``abs_h`` are differentiable.
     """
-    return _delta_layer_train(x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, False)
+    return _delta_layer_train(
+        x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, use_graph, False
+    )
 
 
 def delta_lstm_train(
@@ -456,6 +527,9 @@ def delta_lstm_train(
     *,
     count: bool = False,
     impl: str = "auto",
+    use_graph: bool | None = None,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
     """:func:`deltarnn.functional.delta_lstm` for training (see :func:`delta_gru_train`)."""
-    return _delta_layer_train(x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, True)
+    return _delta_layer_train(
+        x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, use_graph, True
+    )
