@@ -9,6 +9,7 @@ Sections (each row has its dense baseline measured in the same run, and the rati
 * ``streaming``: one frame per call. Baseline: one ``torch.nn.GRUCell`` step captured in a CUDA
   graph and replayed per frame; ours: :class:`deltarnn.ops.triton.TritonStreamer` (graph replay
   per frame). Time per step over a run of T frames.
+* ``tune``: the step kernel's block sizes on the batch-1 headline cases, one row per setting.
 * ``training``: forward + backward of one GRU layer, B=64, T=200, H=I=512, float32. Baseline
   cuDNN ``nn.GRU``; ours ``deltarnn.ops.triton_train.delta_gru_train`` (graph and eager); the
   Python loop of the spec (``deltarnn.functional.delta_gru``) for context.
@@ -293,6 +294,49 @@ def bench_streaming(args, device, timer, emit, configs) -> None:
         )
 
 
+def bench_tune(args, device, timer, emit, configs) -> None:
+    """Block sizes of the step kernel on the headline cases (batch 1, 10 %): one row each."""
+    for batch, dtype, hidden, occupancy in configs:
+        case = sequence_case(hidden, batch, dtype, occupancy, args.steps, device)
+        h0 = case.state.h.unsqueeze(0).contiguous()
+        for block_h in (16, 32):
+            for block_k in (32, 64, 128, 256):
+                for warps in (2, 4):
+                    if block_h * block_k > 4096:
+                        continue
+                    config = tb.StepConfig(block_b=1, block_h=block_h, block_k=block_k,
+                                           use_dot=False, num_warps=warps)  # fmt: skip
+
+                    def baseline(case=case, h0=h0):
+                        with torch.no_grad():
+                            case.gru(case.x, h0)
+
+                    def ours(case=case, config=config):
+                        tb.run_sequence(
+                            case.x, case.state, case.packed, case.theta_x, case.theta_h,
+                            config=config,
+                        )  # fmt: skip
+
+                    t_b, t_o = timer.compare(baseline, ours)
+                    emit(
+                        Row(
+                            "tune",
+                            hidden,
+                            batch,
+                            str(dtype).split(".")[-1],
+                            occupancy,
+                            f"seq gemm bh={block_h} bk={block_k} w={warps}",
+                            "cuDNN nn.GRU",
+                            t_b / args.steps * 1e6,
+                            t_o / args.steps * 1e6,
+                            t_b / t_o,
+                            steps=args.steps,
+                            extra=asdict(config),
+                            **case.occ,
+                        )  # fmt: skip
+                    )
+
+
 def bench_training(args, device, timer, emit, configs=None) -> None:
     batch, steps, hidden = args.train_shape
     occupancy = 0.10
@@ -471,7 +515,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
-    parser.add_argument("--sections", default="sequence,streaming,training")
+    parser.add_argument("--sections", default="sequence,streaming,training,tune")
     parser.add_argument("--steps", type=int, default=100, help="timed steps of a sequence")
     parser.add_argument("--stream-steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=10)
@@ -548,6 +592,7 @@ def main(argv=None) -> int:
         ("sequence", bench_sequence, seq_head),
         ("streaming", bench_streaming, stream_head),
         ("training", bench_training, None),
+        ("tune", bench_tune, [c for c in seq_head if c[0] == 1]),
         ("sequence", bench_sequence, [c for c in grid if c not in seq_head]),
         ("streaming", bench_streaming, [c for c in stream_grid if c not in stream_head]),
     ]
