@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for runs and the plot")
     p.add_argument("--split", default="take", choices=("take", "speaker"))
     p.add_argument("--epochs", type=int, default=5, help="dense training epochs")
-    p.add_argument("--delta-epochs", type=int, default=2, help="delta retraining epochs")
+    p.add_argument("--delta-epochs", type=int, default=1, help="delta retraining epochs")
     p.add_argument("--theta", type=float, default=0.3, help="Θx = Θh of the delta model")
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     delta = train(delta_cfg, out / "delta", resume=False, progress=True)
     rows = [make_row(base, "dense", dense, dense["value"])]
     model, cfg, _ = load_model(dense_dir)
-    for theta in (0.1, args.theta):
+    for theta in (args.theta,):
         model.rnn.set_thresholds(theta, theta)
         cfg.model.theta_x = cfg.model.theta_h = theta
         rows.append(make_row(cfg, "converted", evaluate(model, data), dense["value"]))
