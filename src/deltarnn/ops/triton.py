@@ -36,7 +36,7 @@ import triton  # noqa: F401  (soft import: a missing triton disables the backend
 from torch import Tensor
 
 from .. import functional as F
-from ..errors import BackendError, DTypeError, ShapeError
+from ..errors import BackendError, DeviceError, DTypeError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
 
 NAME = "triton"
@@ -358,7 +358,7 @@ def _check_call(kind: str, x: Tensor, state, packed: TritonPacked) -> None:
             f"state.h must be ({x.shape[1]}, {packed.hidden}); got {tuple(state.h.shape)}"
         )
     if x.device != packed.device:
-        raise ShapeError(f"x is on {x.device} but the weights are on {packed.device}")
+        raise DeviceError(f"x is on {x.device} but the weights are on {packed.device}")
 
 
 def run_sequence(
