@@ -64,6 +64,7 @@ class SpeechConfig:
         max_digits: longest digit string.
         max_seconds: drop longer prompts (``asterisk``).
         test_fraction: held-out share of the prompts (``asterisk``).
+        hop_ms, win_ms: feature frame step and window (the frame rate the RNN runs at).
         num_layers, hidden_size: the GRU stack.
         batch_size: utterances per batch.
         dense_epochs, retrain_epochs: epochs of dense training and of each retraining run.
@@ -82,6 +83,8 @@ class SpeechConfig:
     max_digits: int = 5
     max_seconds: float = 6.0
     test_fraction: float = 0.15
+    hop_ms: float = 10.0
+    win_ms: float = 25.0
     num_layers: int = 3
     hidden_size: int = 128
     batch_size: int = 32
@@ -132,8 +135,9 @@ class _UtteranceNorm:
 
 def load_speech(cfg: SpeechConfig) -> dict[str, Any]:
     """``{"train", "test"}`` datasets with normalisation, plus ``num_classes`` and ``blank``."""
-    from ..data import FeatureNormalizer
+    from ..data import FeatureNormalizer, FeatureParams
 
+    params = FeatureParams(hop_ms=cfg.hop_ms, win_ms=cfg.win_ms)
     if cfg.task == "strings":
         from ..data import DigitStringConfig, load_digit_strings
 
@@ -143,12 +147,16 @@ def load_speech(cfg: SpeechConfig) -> dict[str, Any]:
             num_examples={"train": cfg.num_strings, "test": max(1, cfg.num_strings // 4)},
             config=DigitStringConfig(max_digits=cfg.max_digits),
             seed=cfg.seed,
+            params=params,
         )
     else:
         from ..data import load_asterisk
 
         splits = load_asterisk(
-            cfg.root, test_fraction=cfg.test_fraction, max_seconds=cfg.max_seconds
+            cfg.root,
+            test_fraction=cfg.test_fraction,
+            max_seconds=cfg.max_seconds,
+            params=params,
         )
     train, test = splits["train"], splits["test"]
     norm = FeatureNormalizer.fit([f - f.mean(0) for f in train.features])

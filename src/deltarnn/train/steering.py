@@ -58,7 +58,8 @@ class SteeringConfig:
         dense_epochs, retrain_epochs: epochs of end-to-end training / of each GRU retraining.
         lr, retrain_lr: Adam learning rates (cosine decay to 5 %).
         flip: augment training windows with mirrored frames and negated angles.
-        thetas: Θ (Θx = Θh) of the converted sweep and of the retraining runs.
+        thetas: Θ (Θx = Θh) of the converted sweep.
+        retrain_thetas: Θ of the retraining runs (one ``delta`` and one ``delta_l1`` run each).
         l1_x, l1_h: L1 weights on |Δx| and |Δh| per frame (``delta_l1``).
         warmup_fraction: share of the retraining steps over which Θ ramps up.
         seed, threads: as usual.
@@ -79,6 +80,7 @@ class SteeringConfig:
     retrain_lr: float = 2e-3
     flip: bool = True
     thetas: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5, 0.7])
+    retrain_thetas: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.3, 0.5])
     l1_x: float = 0.0
     l1_h: float = 0.01
     warmup_fraction: float = 0.3
@@ -105,8 +107,9 @@ class SteeringConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be finite and >= 0, got {v}")
-        if any(not (math.isfinite(t) and t > 0) for t in self.thetas):
-            raise ConfigError(f"thetas must be finite and > 0, got {self.thetas}")
+        for name in ("thetas", "retrain_thetas"):
+            if any(not (math.isfinite(t) and t > 0) for t in getattr(self, name)):
+                raise ConfigError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         return self
 
 
@@ -424,11 +427,16 @@ def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path
     test_feats = frozen_features(model, data["test"])
     base = evaluate(model, test_feats, 0.0)
     dense_value = base["rmse"]
-    rows = [make_row(cfg, "dense", 0.0, base, dense_value)]
-    rows += [
-        make_row(cfg, "converted", t, evaluate(model, test_feats, t), dense_value)
-        for t in cfg.thetas
-    ]
+    rows, rnn_macs = [], []
+
+    def record(method: str, theta: float, result: dict) -> dict:
+        rows.append(make_row(cfg, method, theta, result, dense_value))
+        rnn_macs.append(result["cost"]["total"]["delta_macs"])
+        return rows[-1]
+
+    record("dense", 0.0, base)
+    for t in cfg.thetas:
+        record("converted", t, evaluate(model, test_feats, t))
     append_rows(results, rows)
     train_feats = frozen_features(model, data["train_pieces"])
     if cfg.flip:
@@ -437,35 +445,30 @@ def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path
     t0 = time.perf_counter()
     for method, l1 in (("delta", False), ("delta_l1", True)):
         new = []
-        for theta in cfg.thetas:
+        for theta in cfg.retrain_thetas:
             model.load_state_dict(dense_state)
             retrain_gru(model, windows, cfg, theta, l1)
-            new.append(
-                make_row(cfg, method, theta, evaluate(model, test_feats, theta), dense_value)
-            )
+            new.append(record(method, theta, evaluate(model, test_feats, theta)))
         append_rows(results, new)
-        rows += new
     timings["retrain_s"] = time.perf_counter() - t0
-    rnn_dense = base["cost"]["total"]["dense_macs"] / sum(len(y) for _, y in data["test"])
+    frames = sum(len(y) for _, y in data["test"])
+    cnn = cnn_macs(model.cnn)
     summary = {
         "baselines_rmse": baselines(data),
         "dense_rmse": dense_value,
-        "cnn_macs_per_frame": cnn_macs(model.cnn),
-        "rnn_dense_macs_per_frame": rnn_dense,
+        "test_frames": frames,
+        "cnn_macs_per_frame": cnn,
         "head_macs_per_frame": cfg.hidden_size,
         "rows": [
             {
                 **r,
-                "rnn_macs_per_frame": rnn_dense / r["mac_reduction"],
+                "rnn_macs_per_frame": macs / frames,
+                "total_macs_per_frame": cnn["total"] + macs / frames + cfg.hidden_size,
             }
-            for r in rows
+            for r, macs in zip(rows, rnn_macs, strict=True)
         ],
         "timings_s": timings,
     }
-    for r in summary["rows"]:
-        r["total_macs_per_frame"] = (
-            summary["cnn_macs_per_frame"]["total"] + r["rnn_macs_per_frame"] + cfg.hidden_size
-        )
     (results.parent / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
