@@ -216,7 +216,7 @@ class _DeltaRNNBase(nn.Module):
 
     def _packed_weights(self, k: int, backend) -> object:
         w_ih, w_hh, _, _ = self.layer_weights(k)
-        if backend.NAME == "reference":
+        if getattr(backend, "DIFFERENTIABLE", False):
             return backend.pack(w_ih, w_hh)  # live parameters: autograd needs them, not a copy
         key = (backend.NAME, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
         cached = self._packed.get(k)
@@ -318,7 +318,8 @@ class DeltaGRU(_DeltaRNNBase):
         theta_x: Θx, a float, a per-feature tensor, or a list with one per layer.
         theta_h: Θh, likewise.
         backend: ``"auto"`` (the fastest that supports the call), ``"reference"``, ``"cpu"`` or
-            ``"triton"``. The one that ran last is in :attr:`last_backend`.
+            ``"triton"`` or ``"fused"`` (training with a hand-written backward). The one that
+            ran last is in :attr:`last_backend`.
 
     Inputs: ``input, h_0``
         input: (T, B, I), (B, T, I) with ``batch_first``, or (T, I) unbatched.

@@ -6,7 +6,8 @@ Every backend is a module with the same surface:
 * ``is_available() -> bool``: whether it can run here at all (its optional dependency imports).
 * ``supports(device, dtype, needs_grad) -> bool``: whether it can run this call.
 * ``pack(weight_ih, weight_hh) -> object``: the weights in the backend's own layout. Modules cache
-  the result until a parameter changes, so packing is paid once, not per call.
+  the result until a parameter changes, so packing is paid once, not per call; a backend that
+  sets ``DIFFERENTIABLE = True`` is given the live parameters at every call instead.
 * ``gru(x, state, packed, theta_x, theta_h, *, count=False) -> (output, state, counts)`` and
   ``lstm(...)``: the same contract as :func:`deltarnn.functional.delta_gru` / ``delta_lstm``, with
   thresholds already expanded to 1-D tensors of the feature size.
@@ -27,11 +28,12 @@ from ..errors import BackendError
 log = logging.getLogger(__name__)
 
 # Preference order for backend="auto": the first that is available and supports the call wins.
-BACKENDS = ("triton", "cpu", "reference")
+BACKENDS = ("triton", "cpu", "fused", "reference")
 _MODULES = {
     "reference": "deltarnn.ops.reference",
     "cpu": "deltarnn.ops.cpu",
     "triton": "deltarnn.ops.triton",
+    "fused": "deltarnn.ops.fused",
 }
 
 

@@ -8,6 +8,7 @@ from torch import Tensor
 from .. import functional as F
 
 NAME = "reference"
+DIFFERENTIABLE = True
 
 
 def is_available() -> bool:
