@@ -435,6 +435,8 @@ def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path
         return rows[-1]
 
     record("dense", 0.0, base)
+    # The dense model runs as a plain GRU: every product in full, nothing skipped.
+    rnn_macs[0] = base["cost"]["total"]["dense_macs"]
     for t in cfg.thetas:
         record("converted", t, evaluate(model, test_feats, t))
     append_rows(results, rows)
@@ -458,6 +460,7 @@ def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path
         "dense_rmse": dense_value,
         "test_frames": frames,
         "cnn_macs_per_frame": cnn,
+        "rnn_dense_macs_per_frame": rnn_macs[0] / frames,
         "head_macs_per_frame": cfg.hidden_size,
         "rows": [
             {
