@@ -155,6 +155,9 @@ def test_tiny_strings_end_to_end(fsdd_root, tmp_path):
         assert (tmp_path / "run" / f"{name}.safetensors").is_file()
     # resuming reuses the weights and gives the same rows
     assert ls.run_experiment(cfg, tmp_path / "run", results) == rows
+    table, plot = tmp_path / "table.md", tmp_path / "plot.png"
+    assert ls.main(["--results", str(results), "--render", str(table), str(plot)]) == 0
+    assert "| delta_l1 | 0.5 |" in table.read_text() and plot.stat().st_size > 1000
 
 
 def test_tiny_asterisk_end_to_end(asterisk_root, tmp_path):

@@ -136,3 +136,8 @@ def test_tiny_end_to_end(sim_root, tmp_path):
             saved["cnn_macs_per_frame"]["total"] + r["rnn_macs_per_frame"] + 8
         )
     assert summary["test_frames"] == saved["test_frames"] > 0
+    table, plot = tmp_path / "table.md", tmp_path / "plot.png"
+    assert st.main(["--results", str(results), "--render", str(table), str(plot)]) == 0
+    text = table.read_text()
+    assert "Whole network, per frame" in text and "100x target" in text
+    assert plot.stat().st_size > 1000

@@ -529,16 +529,138 @@ def run_experiment(cfg: SpeechConfig, out_dir: str | Path, results: str | Path) 
     return rows
 
 
+_ORDER = ("dense", "converted", "delta", "delta_l1")
+_TITLES = {
+    "strings": "connected FSDD digit strings, held-out speakers",
+    "asterisk": "Asterisk prompts (continuous English), held-out prompts",
+    "steering": "Udacity simulator steering, later part of each session",
+}
+
+
+def best_within(rows: list[dict], max_relative_loss: float = 0.05) -> dict | None:
+    """The row with the largest MAC reduction whose error is at most ``1 + max_relative_loss``
+    times the dense model's (lower is better for every metric here)."""
+    ok = [
+        r
+        for r in rows
+        if r["method"] != "dense" and r["value"] <= (1 + max_relative_loss) * r["dense_value"]
+    ]
+    return max(ok, key=lambda r: _reduction(r)) if ok else None
+
+
+def _reduction(row: dict) -> float:
+    # The accountant reports an infinite reduction (nothing sent) as None in JSON.
+    return math.inf if row["mac_reduction"] is None else row["mac_reduction"]
+
+
+def _fmt_x(v: float | None) -> str:
+    return "inf" if v is None else f"{v:.1f}x"
+
+
+def markdown_table(rows: list[dict], target: float, max_relative_loss: float = 0.05) -> str:
+    """One table per task: every evaluated model, and the best point within the loss budget."""
+    lines = []
+    for task in sorted({r["task"] for r in rows}):
+        rs = sorted(
+            (r for r in rows if r["task"] == task),
+            key=lambda r: (_ORDER.index(r["method"]), r["theta_x"]),
+        )
+        metric = rs[0]["metric"]
+        lines += [
+            f"### {task}: {_TITLES.get(task, task)} (metric: {metric}, seed {rs[0]['seed']})",
+            "",
+            f"| method | Θx = Θh | {metric} | change vs dense | MAC reduction "
+            "| weight-byte reduction | occupancy x | occupancy h |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rs:
+            rel = r["value"] / r["dense_value"] - 1 if r["dense_value"] else 0.0
+            lines.append(
+                f"| {r['method']} | {r['theta_x']:g} | {r['value']:.4f} | {100 * rel:+.1f}% "
+                f"| {_fmt_x(r['mac_reduction'])} | {_fmt_x(r['byte_reduction'])} "
+                f"| {100 * r['occupancy_x']:.2f}% | {100 * r['occupancy_h']:.2f}% |"
+            )
+        best = best_within(rs, max_relative_loss)
+        lines.append("")
+        if best is None:
+            lines.append(
+                f"No delta model is within {100 * max_relative_loss:.0f}% (relative) of dense."
+            )
+        else:
+            reached = "meets" if _reduction(best) >= target else "falls short of"
+            lines.append(
+                f"Best within {100 * max_relative_loss:.0f}% (relative) of dense: "
+                f"{best['method']} at Θ = {best['theta_x']:g}, {metric} {best['value']:.4f} "
+                f"(dense {best['dense_value']:.4f}), {_fmt_x(best['mac_reduction'])} fewer MACs: "
+                f"{reached} the {target:g}x target."
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str | Path, target: float) -> None:
+    """Error against MAC reduction (log x), one panel per task, one curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rs = [r for r in rows if r["task"] == task and r["mac_reduction"] is not None]
+        for method in _ORDER:
+            pts = sorted((r for r in rs if r["method"] == method), key=_reduction)
+            if pts:
+                ax.plot(
+                    [p["mac_reduction"] for p in pts],
+                    [p["value"] for p in pts],
+                    marker="*" if method == "dense" else "o",
+                    markersize=12 if method == "dense" else 5,
+                    label=method,
+                )
+        dense = rs[0]["dense_value"]
+        ax.axhline(1.05 * dense, color="grey", ls=":", lw=1, label="dense + 5% (relative)")
+        ax.axvline(target, color="red", ls="--", lw=1, label=f"target {target:g}x")
+        ax.set_xscale("log")
+        ax.set_xlabel("RNN MAC reduction vs dense (measured on the test set)")
+        ax.set_ylabel(rs[0]["metric"])
+        ax.set_title(_TITLES.get(task, task), fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(results: str | Path, table: str | Path, plot_path: str | Path, target: float) -> str:
+    """Write the markdown table and the plot of a results file; returns the table."""
+    rows = json.loads(Path(results).read_text())
+    text = markdown_table(rows, target)
+    Path(table).write_text(text)
+    plot(rows, plot_path, target)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="folder for weights and config")
+    parser.add_argument("--out", help="folder for weights and config (needed to train)")
     parser.add_argument("--results", required=True, help="results.json to append rows to")
     parser.add_argument(
         "--config", help="JSON file with SpeechConfig fields (flags below override it)"
     )
     parser.add_argument("set", nargs="*", help="field=value overrides (values parsed as JSON)")
+    parser.add_argument(
+        "--render",
+        nargs=2,
+        metavar=("TABLE", "PLOT"),
+        help="only write the table (markdown) and plot (PNG) of --results, then exit",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.render:
+        print(render(args.results, args.render[0], args.render[1], target=5.7))
+        return 0
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -550,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             fields[key] = json.loads(value)
         except json.JSONDecodeError:
             fields[key] = value
+    if not args.out:
+        parser.error("--out is required to run the experiment")
     run_experiment(SpeechConfig(**fields), args.out, args.results)
     return 0
 

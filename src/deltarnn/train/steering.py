@@ -476,14 +476,63 @@ def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path
     return summary
 
 
+def summary_table(summary: dict) -> str:
+    """Markdown: trivial baselines, and the whole network's MACs per frame for every model."""
+    b = summary["baselines_rmse"]
+    cnn = summary["cnn_macs_per_frame"]["total"]
+    dense_total = summary["rows"][0]["total_macs_per_frame"]
+    lines = [
+        f"Test frames: {summary['test_frames']}. RMSE of trivial predictors: training mean "
+        f"{b['train_mean']:.4f}, zero {b['zero']:.4f}, previous label {b['previous_label']:.4f} "
+        "(the true angle one frame late: information the model does not get). "
+        f"Dense CNN-GRU: {summary['dense_rmse']:.4f}.",
+        "",
+        f"CNN (dense in every row): {cnn:,} MACs per frame "
+        + ", ".join(f"{k} {v:,}" for k, v in summary["cnn_macs_per_frame"].items() if k != "total")
+        + f". Dense GRU: {summary['rnn_dense_macs_per_frame']:,.0f} MACs per frame; "
+        f"head: {summary['head_macs_per_frame']} MACs per frame.",
+        "",
+        "| method | Θ | RMSE | RNN MACs/frame | RNN reduction | total MACs/frame "
+        "| whole-network reduction |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary["rows"]:
+        red = "inf" if r["mac_reduction"] is None else f"{r['mac_reduction']:.1f}x"
+        if r["method"] == "dense":
+            red = "1.0x (plain GRU)"
+        lines.append(
+            f"| {r['method']} | {r['theta_x']:g} | {r['value']:.4f} "
+            f"| {r['rnn_macs_per_frame']:,.0f} | {red} | {r['total_macs_per_frame']:,.0f} "
+            f"| {dense_total / r['total_macs_per_frame']:.3f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="folder for weights and config")
+    parser.add_argument("--out", help="folder for weights and config (needed to train)")
     parser.add_argument("--results", required=True, help="results.json to append rows to")
     parser.add_argument("--config", help="JSON file with SteeringConfig fields")
     parser.add_argument("set", nargs="*", help="field=value overrides (values parsed as JSON)")
+    parser.add_argument(
+        "--render",
+        nargs=2,
+        metavar=("TABLE", "PLOT"),
+        help="only write the tables (markdown, with summary.json beside --results) and the plot",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.render:
+        from .large_speech import render
+
+        text = render(args.results, args.render[0], args.render[1], target=100.0)
+        summary = json.loads((Path(args.results).parent / "summary.json").read_text())
+        text += "\n### Whole network, per frame\n\n" + summary_table(summary)
+        Path(args.render[0]).write_text(text)
+        print(text)
+        return 0
+    if not args.out:
+        parser.error("--out is required to run the experiment")
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     names = {f.name for f in dataclasses.fields(SteeringConfig)}
     for item in args.set:
