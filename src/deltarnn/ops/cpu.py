@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only where numba is m
 NAME = "cpu"
 GATES = {"GRU": 3, "LSTM": 4}
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 # Input products are formed for a chunk of steps at a time, in blocks of weight columns (see
 # _cpu_kernels._input_products): a block of BLOCK_BYTES stays in L2 while every step of the chunk
 # uses it, and the chunk's results take about CHUNK_BYTES. Tuned on a 1 MiB-L2 x86 core.
@@ -325,6 +326,14 @@ def _check_ready(packed: CPUPacked, kind: str) -> None:
 
 def _threshold(theta, name: str, size: int, dtype) -> np.ndarray:
     """A threshold (float or tensor broadcastable to (size,)) as a contiguous array of ``dtype``."""
+    if (
+        isinstance(theta, Tensor)
+        and theta.shape == (size,)
+        and theta.dtype == _TORCH[dtype]
+        and theta.device.type == "cpu"
+        and theta.is_contiguous()
+    ):
+        return theta.detach().numpy()  # the common case (modules pass expanded 1-D tensors)
     t = theta.detach() if isinstance(theta, Tensor) else torch.as_tensor(theta)
     try:
         t = t.to(device="cpu", dtype=torch.float64).expand(size)
@@ -351,6 +360,7 @@ def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = N
         np.zeros(max(hidden, 1), dtype),
         np.zeros(max(inputs, 1), np.int64),
         np.zeros(max(hidden, 1), np.int64),
+        np.zeros(8 * ((max(inputs, hidden) + 7) // 8), np.uint8),
         block,
     )
 
