@@ -124,17 +124,18 @@ def test_long_chunked_sequence(kind):
     packed = cpu.pack(w_ih, w_hh)
     # Tiny blocks and chunks: 2 steps per chunk, 4-column blocks.
     work = cpu._work(2, batch, packed, block_bytes=1)
-    assert work[4].shape[0] == 2 and work[-1] == 4
+    assert work[4].shape[0] == 2 and work[-2] == 4
     expected = spec(kind)(x, state, w_ih, w_hh, tx, th, count=True)
-    got = engine(kind)(x, state, packed, tx, th, count=True)
-    assert_same_run(expected, got, ATOL[torch.float32])
-    old = cpu.CHUNK_BYTES, cpu.BLOCK_BYTES
-    try:
-        cpu.CHUNK_BYTES, cpu.BLOCK_BYTES = 1, 1
-        small = engine(kind)(x, state, packed, tx, th, count=True)
-    finally:
-        cpu.CHUNK_BYTES, cpu.BLOCK_BYTES = old
-    assert_same_run(expected, small, ATOL[torch.float32])
+    old = cpu.CHUNK_BYTES, cpu.BLOCK_BYTES, cpu.LEAN_OCCUPANCY
+    # Default sizes, then tiny chunks and blocks with the input products batched per chunk
+    # (lean 0) and added step by step (lean above any occupancy).
+    for chunk, block, lean in ((old[0], old[1], 0.0), (1, 1, 0.0), (1, 1, 1.1), (old[0], 1, 1.1)):
+        try:
+            cpu.CHUNK_BYTES, cpu.BLOCK_BYTES, cpu.LEAN_OCCUPANCY = chunk, block, lean
+            got = engine(kind)(x, state, packed, tx, th, count=True)
+        finally:
+            cpu.CHUNK_BYTES, cpu.BLOCK_BYTES, cpu.LEAN_OCCUPANCY = old
+        assert_same_run(expected, got, ATOL[torch.float32])
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

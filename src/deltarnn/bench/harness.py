@@ -19,6 +19,7 @@ Each delta method's speed-up over ``torch_gru`` is divided by the cost model's b
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import statistics
 import time
@@ -280,15 +281,25 @@ def _timers(case: _Case, methods: tuple[str, ...]) -> dict[str, Callable[[], Non
     return timers
 
 
+def clock(n_threads: int) -> Callable[[], float]:
+    """The clock a run is timed with.
+
+    One thread: the CPU time of the calling thread (``time.thread_time``), so that time spent
+    descheduled while other processes share the cores is not counted (it would inflate long runs
+    more than short ones and bias the ratios). Several threads: wall time.
+    """
+    return time.thread_time if n_threads == 1 else time.perf_counter
+
+
 def _time_interleaved(
-    timers: dict[str, Callable[[], None]], repeats: int, warmup: int
+    timers: dict[str, Callable[[], None]], repeats: int, warmup: int, now: Callable[[], float]
 ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in timers}
     for r in range(warmup + repeats):
         for name, fn in timers.items():
-            start = time.perf_counter()
+            start = now()
             fn()
-            elapsed = time.perf_counter() - start
+            elapsed = now() - start
             if r >= warmup:
                 times[name].append(elapsed)
     return times
@@ -304,7 +315,7 @@ def _measure_case(case: _Case, config: BenchConfig, run_delta: Callable) -> list
     bound = cost_model_speedup("GRU", inputs, hidden, occ_x, occ_h)
     timers = _timers(case, config.methods)
     with torch.inference_mode():
-        times = _time_interleaved(timers, config.repeats, config.warmup)
+        times = _time_interleaved(timers, config.repeats, config.warmup, clock(config.threads))
     medians = {name: statistics.median(ts) / steps for name, ts in times.items()}
     base = medians.get("torch_gru")
     rows = []
@@ -333,6 +344,7 @@ def _measure_case(case: _Case, config: BenchConfig, run_delta: Callable) -> list
                 bound=bound,
                 fraction_of_bound=speedup / bound if name in DELTA_METHODS else None,
                 repeats=config.repeats,
+                extra={"clock": clock(config.threads).__name__},
             )
         )
         log.info("%s %s: %.1f us/step", case.name, name, medians[name] * 1e6)
@@ -364,7 +376,17 @@ def environment() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "load_average": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was around the run."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
 
 
 def _cpu_name() -> str:

@@ -231,6 +231,16 @@ def _encode_inputs(
 
 
 @njit(**_INLINE)
+def _total(sent, steps):
+    """Sent input columns over the first ``steps`` rows of a chunk, all samples."""
+    total = 0
+    for t in range(steps):
+        for b in range(sent.shape[1]):
+            total += sent[t, b]
+    return total
+
+
+@njit(**_INLINE)
 def _input_products(w, idx, val, sent, steps, cursor, block, gx):
     """``gx[t, b] = sum over sent j of val * w[j]`` for the rows of a chunk, in column blocks.
 
@@ -242,14 +252,13 @@ def _input_products(w, idx, val, sent, steps, cursor, block, gx):
     batch = gx.shape[1]
     columns = w.shape[0]
     rows = w.shape[1]
-    total = 0
+    total = _total(sent, steps)
     for t in range(steps):
         for b in range(batch):
             cursor[t, b] = 0
             row = gx[t, b]
             for k in range(rows):
                 row[k] = 0
-            total += sent[t, b]
     # At low occupancy, widen the block so that a row still meets about four sent columns per
     # block (one full pass of _accumulate) rather than one: fewer passes over each row of gx.
     if total > 0:
@@ -284,15 +293,16 @@ def gru_sequence(
         out: (T, B, H) outputs.
         work: ``(idx_x (C, B, I), val_x (C, B, I), sent (C, B), cursor (C, B), gx (C, B, 3H),
             idx_h (H,), val_h (H,), seen_x (I,), seen_h (H,), mask (uint8, max(I, H) rounded up
-            to 8), block)``: work buffers for chunks of C steps and the column block size of the
-            input products.
+            to 8), block, lean)``: work buffers for chunks of C steps, the column block size of
+            the input products, and the input occupancy below which a chunk's input columns are
+            added at each step rather than batched.
         counts: ``(nx (T, B), nh (T, B), ux (T,), uh (T,))`` int64 and ``(abs_x (T, B), abs_h
             (T, B))`` (sums of |delta|), written when ``count``.
             ``seen_*`` must not hold values at or above ``stamp``, which numbers the steps
             (t + stamp) for the batch-union counts.
         fast: float32 gate approximations (see ``_tanh_f32``); exact ``np.tanh``/``np.exp`` else.
     """
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block = work
+    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -303,15 +313,23 @@ def gru_sequence(
         _encode_inputs(
             x, t0, tc, x_hat, theta_x, idx_x, val_x, sent, nx, ux, ax, seen_x, mask, stamp, count
         )
-        _input_products(wx, idx_x, val_x, sent, tc, cursor, block, gx)
+        # Below ``lean`` input occupancy, batching the chunk's products saves few weight bytes
+        # (each column is used by few steps) and costs a pass over gx per block: add the sent
+        # columns straight into the memory at each step instead.
+        direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
+        if not direct:
+            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
             for b in range(batch):
                 mb = m[b]
-                g = gx[t, b]
-                for k in range(g3):
-                    mb[k] += g[k]
+                if direct:
+                    _accumulate(wx, idx_x[t, b], val_x[t, b], sent[t, b], mb, g3, 0)
+                else:
+                    g = gx[t, b]
+                    for k in range(g3):
+                        mb[k] += g[k]
                 n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
                 # Hidden columns feed [M_r | M_z] and M_hn (the reset gate keeps M_xn, M_hn apart).
                 _accumulate(wh, idx_h, val_h, n_h, mb, g2, hidden)
@@ -327,7 +345,7 @@ def lstm_sequence(
     x, wx, wh, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
 ):
     """Delta LSTM over x (T, B, I); as :func:`gru_sequence` with the cell state c (B, H)."""
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block = work
+    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -338,15 +356,20 @@ def lstm_sequence(
         _encode_inputs(
             x, t0, tc, x_hat, theta_x, idx_x, val_x, sent, nx, ux, ax, seen_x, mask, stamp, count
         )
-        _input_products(wx, idx_x, val_x, sent, tc, cursor, block, gx)
+        direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
+        if not direct:
+            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
             for b in range(batch):
                 mb = m[b]
-                g = gx[t, b]
-                for k in range(rows):
-                    mb[k] += g[k]
+                if direct:
+                    _accumulate(wx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
+                else:
+                    g = gx[t, b]
+                    for k in range(rows):
+                        mb[k] += g[k]
                 n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
                 _accumulate(wh, idx_h, val_h, n_h, mb, rows, 0)
                 _lstm_gates(mb, h[b], c[b], out[t0 + t, b], hidden, fast)

@@ -47,8 +47,11 @@ _TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float
 # Input products are formed for a chunk of steps at a time, in blocks of weight columns (see
 # _cpu_kernels._input_products): a block of BLOCK_BYTES stays in L2 while every step of the chunk
 # uses it, and the chunk's results take about CHUNK_BYTES. Tuned on a 1 MiB-L2 x86 core.
-BLOCK_BYTES = 256 * 1024
+BLOCK_BYTES = 512 * 1024
 CHUNK_BYTES = 1024 * 1024
+# Below this input occupancy a chunk's input columns are added at each step instead (few steps
+# share a column, so batching saves little and costs passes over the chunk's products).
+LEAN_OCCUPANCY = 0.05
 
 
 def is_available() -> bool:
@@ -362,6 +365,7 @@ def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = N
         np.zeros(max(hidden, 1), np.int64),
         np.zeros(8 * ((max(inputs, hidden) + 7) // 8), np.uint8),
         block,
+        float(LEAN_OCCUPANCY),
     )
 
 
