@@ -12,7 +12,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-METHOD_ORDER = ("dense", "converted", "rounding", "noise", "delta", "delta_l1", "learnable")
+METHOD_ORDER = (
+    "dense",
+    "converted",
+    "rounding",
+    "noise",
+    "delta",
+    "delta_l1",
+    "delta_l1_strong",
+    "learnable",
+)
 
 
 def _order(method: str) -> int:
