@@ -126,14 +126,34 @@ def _accumulate(w, idx, val, n, m, split, shift):
         for k in range(split, rows):
             m[k + shift] += (d0 * w0[k] + d1 * w1[k]) + (d2 * w2[k] + d3 * w3[k])
         q += 4
-    while q < n:
+    rest = n - q  # 0 to 3 columns left: one more pass, not one per column
+    if rest == 3:
+        w0 = w[idx[q]]
+        w1 = w[idx[q + 1]]
+        w2 = w[idx[q + 2]]
+        d0 = val[q]
+        d1 = val[q + 1]
+        d2 = val[q + 2]
+        for k in range(split):
+            m[k] += (d0 * w0[k] + d1 * w1[k]) + d2 * w2[k]
+        for k in range(split, rows):
+            m[k + shift] += (d0 * w0[k] + d1 * w1[k]) + d2 * w2[k]
+    elif rest == 2:
+        w0 = w[idx[q]]
+        w1 = w[idx[q + 1]]
+        d0 = val[q]
+        d1 = val[q + 1]
+        for k in range(split):
+            m[k] += d0 * w0[k] + d1 * w1[k]
+        for k in range(split, rows):
+            m[k + shift] += d0 * w0[k] + d1 * w1[k]
+    elif rest == 1:
         w0 = w[idx[q]]
         d0 = val[q]
         for k in range(split):
             m[k] += d0 * w0[k]
         for k in range(split, rows):
             m[k + shift] += d0 * w0[k]
-        q += 1
 
 
 @njit(**_INLINE)
@@ -241,13 +261,60 @@ def _total(sent, steps):
 
 
 @njit(**_INLINE)
-def _input_products(w, idx, val, sent, steps, cursor, block, gx):
-    """``gx[t, b] = sum over sent j of val * w[j]`` for the rows of a chunk, in column blocks.
+def _accumulate_range(w, idx, val, n, out, lo, hi):
+    """``out[k] += sum_q val[q] * w[idx[q], k]`` for k in [lo, hi), four columns per pass.
 
-    The columns are taken ``block`` at a time (a block of weights fits in L2) and every row of
-    the chunk is updated from the block before the next one is read, so each weight is fetched
-    from memory at most once per chunk instead of once per step, as ``torch.nn.GRU`` does with its
-    input GEMM. Only the (row, column) pairs that were sent are multiplied.
+    Written on slices that start at 0: with a variable start index LLVM left the loop scalar
+    (measured 4x slower).
+    """
+    o = out[lo:hi]
+    size = hi - lo
+    q = 0
+    while q + 4 <= n:
+        w0 = w[idx[q], lo:hi]
+        w1 = w[idx[q + 1], lo:hi]
+        w2 = w[idx[q + 2], lo:hi]
+        w3 = w[idx[q + 3], lo:hi]
+        d0 = val[q]
+        d1 = val[q + 1]
+        d2 = val[q + 2]
+        d3 = val[q + 3]
+        for k in range(size):
+            o[k] += (d0 * w0[k] + d1 * w1[k]) + (d2 * w2[k] + d3 * w3[k])
+        q += 4
+    rest = n - q  # 0 to 3 columns left: one more pass, not one per column
+    if rest == 3:
+        w0 = w[idx[q], lo:hi]
+        w1 = w[idx[q + 1], lo:hi]
+        w2 = w[idx[q + 2], lo:hi]
+        d0 = val[q]
+        d1 = val[q + 1]
+        d2 = val[q + 2]
+        for k in range(size):
+            o[k] += (d0 * w0[k] + d1 * w1[k]) + d2 * w2[k]
+    elif rest == 2:
+        w0 = w[idx[q], lo:hi]
+        w1 = w[idx[q + 1], lo:hi]
+        d0 = val[q]
+        d1 = val[q + 1]
+        for k in range(size):
+            o[k] += d0 * w0[k] + d1 * w1[k]
+    elif rest == 1:
+        w0 = w[idx[q], lo:hi]
+        d0 = val[q]
+        for k in range(size):
+            o[k] += d0 * w0[k]
+
+
+@njit(**_INLINE)
+def _input_products(w, idx, val, sent, steps, cursor, block, tile, gx):
+    """``gx[t, b] = sum over sent j of val * w[j]`` for the rows of a chunk, in cached tiles.
+
+    The weights are taken in tiles of ``block`` columns by ``tile`` rows of the product, and
+    every step of the chunk is updated from a tile before the next is read: each weight is
+    fetched from memory at most once per chunk instead of once per step (as ``torch.nn.GRU`` does
+    with its input GEMM), and the tile and the chunk's slice of ``gx`` both stay in L2. Only the
+    (step, column) pairs that were sent are multiplied.
     """
     batch = gx.shape[1]
     columns = w.shape[0]
@@ -255,27 +322,33 @@ def _input_products(w, idx, val, sent, steps, cursor, block, gx):
     total = _total(sent, steps)
     for t in range(steps):
         for b in range(batch):
-            cursor[t, b] = 0
             row = gx[t, b]
             for k in range(rows):
                 row[k] = 0
-    # At low occupancy, widen the block so that a row still meets about four sent columns per
-    # block (one full pass of _accumulate) rather than one: fewer passes over each row of gx.
+    # At low occupancy, widen the block so that a step still meets about 16 sent columns per
+    # block (four passes of the four-column loop over the tile) rather than one or two.
     if total > 0:
-        block = max(block, (4 * steps * batch * columns) // total)
-    for j0 in range(0, columns, block):
-        j1 = j0 + block
+        block = max(block, (16 * steps * batch * columns) // total)
+    for k0 in range(0, rows, tile):
+        k1 = min(k0 + tile, rows)
         for t in range(steps):
             for b in range(batch):
-                q0 = cursor[t, b]
-                q1 = q0
-                n = sent[t, b]
-                ids = idx[t, b]
-                while q1 < n and ids[q1] < j1:
-                    q1 += 1
-                if q1 > q0:
-                    _accumulate(w, ids[q0:q1], val[t, b, q0:q1], q1 - q0, gx[t, b], rows, 0)
-                    cursor[t, b] = q1
+                cursor[t, b] = 0
+        for j0 in range(0, columns, block):
+            j1 = j0 + block
+            for t in range(steps):
+                for b in range(batch):
+                    q0 = cursor[t, b]
+                    q1 = q0
+                    n = sent[t, b]
+                    ids = idx[t, b]
+                    while q1 < n and ids[q1] < j1:
+                        q1 += 1
+                    if q1 > q0:
+                        _accumulate_range(
+                            w, ids[q0:q1], val[t, b, q0:q1], q1 - q0, gx[t, b], k0, k1
+                        )
+                        cursor[t, b] = q1
 
 
 @njit(**_JIT)
@@ -293,16 +366,16 @@ def gru_sequence(
         out: (T, B, H) outputs.
         work: ``(idx_x (C, B, I), val_x (C, B, I), sent (C, B), cursor (C, B), gx (C, B, 3H),
             idx_h (H,), val_h (H,), seen_x (I,), seen_h (H,), mask (uint8, max(I, H) rounded up
-            to 8), block, lean)``: work buffers for chunks of C steps, the column block size of
-            the input products, and the input occupancy below which a chunk's input columns are
-            added at each step rather than batched.
+            to 8), block, tile, lean)``: work buffers for chunks of C steps, the tile of the
+            input products (columns by rows), and the input occupancy below which a chunk's input
+            columns are added at each step rather than batched.
         counts: ``(nx (T, B), nh (T, B), ux (T,), uh (T,))`` int64 and ``(abs_x (T, B), abs_h
             (T, B))`` (sums of |delta|), written when ``count``.
             ``seen_*`` must not hold values at or above ``stamp``, which numbers the steps
             (t + stamp) for the batch-union counts.
         fast: float32 gate approximations (see ``_tanh_f32``); exact ``np.tanh``/``np.exp`` else.
     """
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
+    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, tile, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -318,7 +391,7 @@ def gru_sequence(
         # columns straight into the memory at each step instead.
         direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
-            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, gx)
+            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
@@ -345,7 +418,7 @@ def lstm_sequence(
     x, wx, wh, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
 ):
     """Delta LSTM over x (T, B, I); as :func:`gru_sequence` with the cell state c (B, H)."""
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
+    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, tile, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -358,7 +431,7 @@ def lstm_sequence(
         )
         direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
-            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, gx)
+            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
