@@ -209,10 +209,10 @@ def test_streamer_matches_sequence(kind, batch):
     )
     assert_same_run(expected, (torch.stack(outs), streamer.state, got_counts), 1e-6)
     assert streamer.steps == steps
-    # numpy frames work too, and load_state restarts the stream.
+    # numpy frames work too (a non-contiguous one is copied in), and load_state restarts.
     streamer.load_state(state)
     for t in range(3):
-        streamer.step(x[t].numpy())
+        streamer.step(np.asfortranarray(x[t].numpy()) if t == 1 else x[t].numpy())
     half = engine(kind)(x[:3], state, packed, 3 / 16, 0.05)
     assert_same_run((half[0][:0], half[1], None), (half[0][:0], streamer.state, None), 1e-6)
 

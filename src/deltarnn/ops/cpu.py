@@ -265,10 +265,14 @@ class CPUStreamer:
         self._fast = dtype == np.float32
         self._steps = 0
         kernel = _kernels.gru_sequence if self.kind == "GRU" else _kernels.lstm_sequence
-        # Everything but the stamp is fixed, so the argument tuple is built once.
         self._kernel = kernel
-        self._head = (self._x, packed.wx, packed.wh, self._theta_x, self._theta_h)
-        self._tail = (self._out, self._work, self._counts)
+        # Everything but the input frame and the step stamp is fixed: one argument list, built
+        # once, with those two slots overwritten per step.
+        self._args = [
+            self._x, packed.wx, packed.wh, self._theta_x, self._theta_h, *self._buffers,
+            self._out, self._work, self._counts, 0, count, self._fast,
+        ]  # fmt: skip
+        self._stamp_slot = len(self._args) - 3
 
     def step(self, x: Tensor | np.ndarray) -> Tensor:
         """Advance one frame.
@@ -280,15 +284,29 @@ class CPUStreamer:
             h_t, (B, H): a view of an internal buffer that the next step overwrites (clone it to
             keep it).
         """
-        frame = x.detach().numpy() if isinstance(x, Tensor) else x
+        if isinstance(x, Tensor):
+            try:
+                frame = x.numpy()
+            except RuntimeError:  # requires grad, or not on the CPU
+                frame = x.detach().cpu().numpy()
+        else:
+            frame = x
         if frame.shape != self._x_frame.shape:
             raise ShapeError(f"x must have shape {self._x_frame.shape} (B, I), got {frame.shape}")
         if frame.dtype != self._x.dtype:
             raise DTypeError(f"x dtype {frame.dtype} differs from the weights' {self._x.dtype}")
-        self._x_frame[...] = frame
+        args = self._args
+        # A C-contiguous frame is passed as a (1, B, I) view, anything else is copied in.
+        args[0] = frame.reshape(self._x.shape) if frame.flags.c_contiguous else self._copy_in(frame)
         self._steps += 1
-        self._kernel(*self._head, *self._buffers, *self._tail, self._steps, self._count, self._fast)
+        args[self._stamp_slot] = self._steps
+        self._kernel(*args)
+        args[0] = self._x  # hold no reference to the caller's frame
         return self._out_tensor
+
+    def _copy_in(self, frame: np.ndarray) -> np.ndarray:
+        self._x_frame[...] = frame
+        return self._x
 
     @property
     def steps(self) -> int:
