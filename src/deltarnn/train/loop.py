@@ -214,7 +214,13 @@ def load_model(run_dir: str | Path, device="cpu") -> tuple[SequenceModel, TrainC
     model = SequenceModel(cfg.model, data.input_size, data.num_classes, data.per_frame)
     method = dataclasses.replace(cfg.method, learnable_theta=False)
     model.apply_method(method)  # learned thresholds were baked into the RNN's buffers
-    model.load_state_dict(load_weights(run_dir / "model.safetensors"), strict=False)
+    missing, unexpected = model.load_state_dict(
+        load_weights(run_dir / "model.safetensors"), strict=False
+    )
+    if missing or [k for k in unexpected if not k.startswith("dispatch.")]:
+        raise ConfigError(
+            f"{run_dir}/model.safetensors: missing {missing}, unexpected {unexpected}"
+        )
     return model.to(device), cfg, data
 
 

@@ -119,6 +119,12 @@ def plot(summary: list[dict], path: str | Path) -> None:
                 capsize=2,
                 label=method,
             )
+        dense = [s for s in rows if s["method"] == "dense"]
+        if dense and rows[0]["metric"] == "accuracy":
+            ax.axhline(
+                100 * dense[0]["value"] - 1, color="grey", ls="--", lw=1, label="dense - 1 pp"
+            )
+        ax.axvline(9, color="grey", ls=":", lw=1, label="9x")
         ax.set_xscale("log")
         ax.set_xlabel("MAC reduction vs dense (x, measured on the test set)")
         ax.set_ylabel(rows[0]["metric"] + " (%)")
