@@ -69,7 +69,9 @@ def test_run_benchmark_rows():
     methods = {r.method for r in rows}
     assert {"torch_gru", "torch_grucell", "reference"} <= methods
     if bench.harness.load_backend("cpu") is not None:
-        assert {"cpu", "cpu_stream"} <= methods
+        assert {"cpu", "cpu_stream", "cpu_int8"} <= methods
+        int8 = [r for r in rows if r.method == "cpu_int8"]
+        assert all(0.0 <= r.extra["max_abs_dev"] < 0.1 for r in int8)
     for r in rows:
         assert r.us_per_step > 0 and r.bound > 0 and r.hidden_size == r.input_size == 9
         assert r.occupancy_x == pytest.approx(round(r.target_occupancy * 9) / 9)

@@ -21,6 +21,7 @@ from deltarnn.ops import cpu, select_backend  # noqa: E402
 
 # float32: the engine sums products in another order and its gates use rational approximations
 # of tanh and sigmoid (max error 3e-7); float64 uses libm and differs only by summation order.
+# The memories are sums of many products (|m| up to ~10 here), hence a relative part too.
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
@@ -61,12 +62,13 @@ def engine(kind: str):
     return cpu.gru if kind == "gru" else cpu.lstm
 
 
-def assert_same_run(expected, got, atol):
+def assert_same_run(expected, got, atol, rtol=None):
     (out_e, state_e, counts_e), (out_g, state_g, counts_g) = expected, got
-    torch.testing.assert_close(out_g, out_e, atol=atol, rtol=0)
+    rtol = atol if rtol is None else rtol
+    torch.testing.assert_close(out_g, out_e, atol=atol, rtol=rtol)
     assert type(state_g) is type(state_e)
     for name, e, g in zip(state_e._fields, state_e, state_g, strict=True):
-        torch.testing.assert_close(g, e, atol=atol, rtol=0, msg=f"state.{name}")
+        torch.testing.assert_close(g, e, atol=atol, rtol=rtol, msg=f"state.{name}")
     if counts_e is not None:
         for name in ("nx", "nh", "ux", "uh"):
             assert torch.equal(getattr(counts_g, name), getattr(counts_e, name)), name
@@ -253,6 +255,33 @@ def test_streamer_does_not_allocate(kind):
     diff = after.filter_traces(own).compare_to(before.filter_traces(own), "lineno")
     growth = [stat for stat in diff if stat.size_diff > 0]
     assert sum(stat.size_diff for stat in diff) <= 0, growth[:5]
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_int8_weights_match_spec_on_dequantized_weights(kind):
+    steps, batch, inputs, hidden = 6, 3, 33, 130
+    w_ih, w_hh, state, gen = make_layer(kind, batch, inputs, hidden, scale=0.1)
+    x = grid(gen, steps, batch, inputs)
+    packed = cpu.pack_int8(w_ih, w_hh)
+    assert packed.quantized and packed.wx.dtype == np.int8 and packed.dtype == torch.float32
+    assert packed.weight_bytes < (w_ih.numel() + w_hh.numel()) * 4 / 3
+    dq_ih, dq_hh = cpu.dequantize(packed)
+    # Each weight within half a step of its column's scale.
+    for w, dq, s in ((w_ih, dq_ih, packed.sx), (w_hh, dq_hh, packed.sh)):
+        assert ((dq - w).abs() <= torch.from_numpy(s)[None, :] / 2 + 1e-7).all()
+    expected = spec(kind)(x, state, dq_ih, dq_hh, 3 / 16, 0.05, count=True)
+    got = engine(kind)(x, state, packed, 3 / 16, 0.05, count=True)
+    assert_same_run(expected, got, ATOL[torch.float32])
+    streamer = cpu.CPUStreamer(packed, state, 3 / 16, 0.05)
+    outs = torch.stack([streamer.step(x[t]).clone() for t in range(steps)])
+    torch.testing.assert_close(outs, got[0], atol=1e-6, rtol=1e-6)
+
+
+def test_int8_zero_column():
+    w_ih, w_hh, _, _ = make_layer("gru", 1, 4, 5)
+    w_ih[:, 1] = 0.0
+    packed = cpu.pack_int8(w_ih, w_hh)
+    assert packed.sx[1] == 1.0 and not packed.wx[1].any()
 
 
 def test_backend_contract_and_selection():

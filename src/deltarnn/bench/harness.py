@@ -11,6 +11,9 @@ Methods:
 * ``reference``: the reference backend (the functional spec), ``deltarnn.ops.reference.gru``.
 * ``cpu``: the compiled engine over the whole sequence, ``deltarnn.ops.cpu.gru``.
 * ``cpu_stream``: :class:`deltarnn.ops.cpu.CPUStreamer`, one frame per call from Python.
+* ``cpu_int8``: the compiled engine with 8-bit weights (:func:`deltarnn.ops.cpu.pack_int8`, one
+  scale per column), float32 state; its largest output deviation from the float32 engine on the
+  timed sequence is in ``extra["max_abs_dev"]``.
 
 Each delta method's speed-up over ``torch_gru`` is divided by the cost model's bound
 (:func:`deltarnn.bench.bound.cost_model_speedup`) at the occupancies measured on the timed steps.
@@ -39,8 +42,8 @@ from .inputs import THETA_X, calibrate, controlled_sequence, fsdd_log_mel
 
 log = logging.getLogger(__name__)
 
-METHODS = ("torch_gru", "torch_grucell", "reference", "cpu", "cpu_stream")
-DELTA_METHODS = ("reference", "cpu", "cpu_stream")
+METHODS = ("torch_gru", "torch_grucell", "reference", "cpu", "cpu_stream", "cpu_int8")
+DELTA_METHODS = ("reference", "cpu", "cpu_stream", "cpu_int8")
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,20 @@ def _timers(case: _Case, methods: tuple[str, ...]) -> dict[str, Callable[[], Non
                 step(x[t])
 
         timers["cpu_stream"] = stream
+    if "cpu_int8" in methods:
+        packed_q = cpu.pack_int8(w_ih, w_hh)
+        timers["cpu_int8"] = lambda: cpu.gru(x, state, packed_q, case.theta_x, case.theta_h)
     return timers
+
+
+def _int8_deviation(case: _Case) -> float:
+    """Largest |h| difference between the 8-bit-weight and the float engine on the timed run."""
+    cpu = load_backend("cpu")
+    w_ih, w_hh, _, _ = _weights(case.gru)
+    args = (case.x, case.state)
+    out_f = cpu.gru(*args, cpu.pack(w_ih, w_hh), case.theta_x, case.theta_h)[0]
+    out_q = cpu.gru(*args, cpu.pack_int8(w_ih, w_hh), case.theta_x, case.theta_h)[0]
+    return float((out_f - out_q).abs().max())
 
 
 def clock(n_threads: int) -> Callable[[], float]:
@@ -318,6 +334,9 @@ def _measure_case(case: _Case, config: BenchConfig, run_delta: Callable) -> list
         times = _time_interleaved(timers, config.repeats, config.warmup, clock(config.threads))
     medians = {name: statistics.median(ts) / steps for name, ts in times.items()}
     base = medians.get("torch_gru")
+    extras = {}
+    if "cpu_int8" in medians:
+        extras["cpu_int8"] = {"max_abs_dev": _int8_deviation(case)}
     rows = []
     for name in config.methods:
         if name not in medians:
@@ -344,7 +363,7 @@ def _measure_case(case: _Case, config: BenchConfig, run_delta: Callable) -> list
                 bound=bound,
                 fraction_of_bound=speedup / bound if name in DELTA_METHODS else None,
                 repeats=config.repeats,
-                extra={"clock": clock(config.threads).__name__},
+                extra={"clock": clock(config.threads).__name__, **extras.get(name, {})},
             )
         )
         log.info("%s %s: %.1f us/step", case.name, name, medians[name] * 1e6)

@@ -101,59 +101,73 @@ def _encode(v, v_hat, theta, idx, val, mask):
 
 
 @njit(**_INLINE)
-def _accumulate(w, idx, val, n, m, split, shift):
-    """``m[k'] += sum_q val[q] * w[idx[q], k]`` over a row k of ``w``; k' = k below ``split``,
-    k + ``shift`` from there (the GRU's hidden columns skip M_xn).
+def _pass(o, w, ws, idx, val, q, cnt, lo, hi):
+    """``o[k - lo] += sum over the cnt (1 to 4) columns from slot q of val * ws * w[col, k]``,
+    for k in [lo, hi).
 
-    Four sent columns per pass over the memory: one load and one store of ``m`` per four
-    multiply-adds instead of per one, so the loop is limited by reading the weights, not by
-    store bandwidth (measured: about 3x faster than one column per pass at H = 1024). Each
-    column is read front to back in one pass, one sequential stream for the prefetcher.
+    Up to four sent columns per pass over ``o``: one load and one store of ``o`` per four
+    multiply-adds instead of per one (measured about 3x faster than a pass per column at
+    H = 1024). Written on slices that start at 0: LLVM left loops with a variable start scalar
+    (measured 4x slower).
+    """
+    size = hi - lo
+    d0 = val[q] * ws[idx[q]]
+    w0 = w[idx[q], lo:hi]
+    if cnt == 4:
+        w1 = w[idx[q + 1], lo:hi]
+        w2 = w[idx[q + 2], lo:hi]
+        w3 = w[idx[q + 3], lo:hi]
+        d1 = val[q + 1] * ws[idx[q + 1]]
+        d2 = val[q + 2] * ws[idx[q + 2]]
+        d3 = val[q + 3] * ws[idx[q + 3]]
+        for k in range(size):
+            o[k] = o[k] + d0 * w0[k] + d1 * w1[k] + d2 * w2[k] + d3 * w3[k]
+    elif cnt == 3:
+        w1 = w[idx[q + 1], lo:hi]
+        w2 = w[idx[q + 2], lo:hi]
+        d1 = val[q + 1] * ws[idx[q + 1]]
+        d2 = val[q + 2] * ws[idx[q + 2]]
+        for k in range(size):
+            o[k] = o[k] + d0 * w0[k] + d1 * w1[k] + d2 * w2[k]
+    elif cnt == 2:
+        w1 = w[idx[q + 1], lo:hi]
+        d1 = val[q + 1] * ws[idx[q + 1]]
+        for k in range(size):
+            o[k] = o[k] + d0 * w0[k] + d1 * w1[k]
+    else:
+        for k in range(size):
+            o[k] = o[k] + d0 * w0[k]
+
+
+@njit(**_INLINE)
+def _accumulate(w, ws, idx, val, n, m, split, shift):
+    """``m[k'] += sum_q val[q] * ws[j] * w[j, k]`` (j = idx[q]) over a row k of ``w``; k' = k
+    below ``split``, k + ``shift`` from there (the GRU's hidden columns skip M_xn).
+
+    ``ws`` holds per-column weight scales (ones for float weights, see ``pack_int8``). Each
+    column is read front to back, one sequential stream per column for the prefetcher.
     """
     rows = w.shape[1]
+    low = m[0:split]
+    high = m[split + shift : rows + shift]
     q = 0
-    while q + 4 <= n:
-        w0 = w[idx[q]]
-        w1 = w[idx[q + 1]]
-        w2 = w[idx[q + 2]]
-        w3 = w[idx[q + 3]]
-        d0 = val[q]
-        d1 = val[q + 1]
-        d2 = val[q + 2]
-        d3 = val[q + 3]
-        for k in range(split):
-            m[k] += (d0 * w0[k] + d1 * w1[k]) + (d2 * w2[k] + d3 * w3[k])
-        for k in range(split, rows):
-            m[k + shift] += (d0 * w0[k] + d1 * w1[k]) + (d2 * w2[k] + d3 * w3[k])
-        q += 4
-    rest = n - q  # 0 to 3 columns left: one more pass, not one per column
-    if rest == 3:
-        w0 = w[idx[q]]
-        w1 = w[idx[q + 1]]
-        w2 = w[idx[q + 2]]
-        d0 = val[q]
-        d1 = val[q + 1]
-        d2 = val[q + 2]
-        for k in range(split):
-            m[k] += (d0 * w0[k] + d1 * w1[k]) + d2 * w2[k]
-        for k in range(split, rows):
-            m[k + shift] += (d0 * w0[k] + d1 * w1[k]) + d2 * w2[k]
-    elif rest == 2:
-        w0 = w[idx[q]]
-        w1 = w[idx[q + 1]]
-        d0 = val[q]
-        d1 = val[q + 1]
-        for k in range(split):
-            m[k] += d0 * w0[k] + d1 * w1[k]
-        for k in range(split, rows):
-            m[k + shift] += d0 * w0[k] + d1 * w1[k]
-    elif rest == 1:
-        w0 = w[idx[q]]
-        d0 = val[q]
-        for k in range(split):
-            m[k] += d0 * w0[k]
-        for k in range(split, rows):
-            m[k + shift] += d0 * w0[k]
+    while q < n:
+        cnt = min(4, n - q)
+        _pass(low, w, ws, idx, val, q, cnt, 0, split)
+        if split < rows:
+            _pass(high, w, ws, idx, val, q, cnt, split, rows)
+        q += cnt
+
+
+@njit(**_INLINE)
+def _accumulate_range(w, ws, idx, val, n, out, lo, hi):
+    """``out[k] += sum_q val[q] * ws[j] * w[j, k]`` (j = idx[q]) for k in [lo, hi)."""
+    o = out[lo:hi]
+    q = 0
+    while q < n:
+        cnt = min(4, n - q)
+        _pass(o, w, ws, idx, val, q, cnt, lo, hi)
+        q += cnt
 
 
 @njit(**_INLINE)
@@ -261,53 +275,7 @@ def _total(sent, steps):
 
 
 @njit(**_INLINE)
-def _accumulate_range(w, idx, val, n, out, lo, hi):
-    """``out[k] += sum_q val[q] * w[idx[q], k]`` for k in [lo, hi), four columns per pass.
-
-    Written on slices that start at 0: with a variable start index LLVM left the loop scalar
-    (measured 4x slower).
-    """
-    o = out[lo:hi]
-    size = hi - lo
-    q = 0
-    while q + 4 <= n:
-        w0 = w[idx[q], lo:hi]
-        w1 = w[idx[q + 1], lo:hi]
-        w2 = w[idx[q + 2], lo:hi]
-        w3 = w[idx[q + 3], lo:hi]
-        d0 = val[q]
-        d1 = val[q + 1]
-        d2 = val[q + 2]
-        d3 = val[q + 3]
-        for k in range(size):
-            o[k] += (d0 * w0[k] + d1 * w1[k]) + (d2 * w2[k] + d3 * w3[k])
-        q += 4
-    rest = n - q  # 0 to 3 columns left: one more pass, not one per column
-    if rest == 3:
-        w0 = w[idx[q], lo:hi]
-        w1 = w[idx[q + 1], lo:hi]
-        w2 = w[idx[q + 2], lo:hi]
-        d0 = val[q]
-        d1 = val[q + 1]
-        d2 = val[q + 2]
-        for k in range(size):
-            o[k] += (d0 * w0[k] + d1 * w1[k]) + d2 * w2[k]
-    elif rest == 2:
-        w0 = w[idx[q], lo:hi]
-        w1 = w[idx[q + 1], lo:hi]
-        d0 = val[q]
-        d1 = val[q + 1]
-        for k in range(size):
-            o[k] += d0 * w0[k] + d1 * w1[k]
-    elif rest == 1:
-        w0 = w[idx[q], lo:hi]
-        d0 = val[q]
-        for k in range(size):
-            o[k] += d0 * w0[k]
-
-
-@njit(**_INLINE)
-def _input_products(w, idx, val, sent, steps, cursor, block, tile, gx):
+def _input_products(w, ws, idx, val, sent, steps, cursor, block, tile, gx):
     """``gx[t, b] = sum over sent j of val * w[j]`` for the rows of a chunk, in cached tiles.
 
     The weights are taken in tiles of ``block`` columns by ``tile`` rows of the product, and
@@ -346,14 +314,14 @@ def _input_products(w, idx, val, sent, steps, cursor, block, tile, gx):
                         q1 += 1
                     if q1 > q0:
                         _accumulate_range(
-                            w, ids[q0:q1], val[t, b, q0:q1], q1 - q0, gx[t, b], k0, k1
+                            w, ws, ids[q0:q1], val[t, b, q0:q1], q1 - q0, gx[t, b], k0, k1
                         )
                         cursor[t, b] = q1
 
 
 @njit(**_JIT)
 def gru_sequence(
-    x, wx, wh, theta_x, theta_h, h, x_hat, h_hat, m, out, work, counts, stamp, count, fast
+    x, weights, theta_x, theta_h, h, x_hat, h_hat, m, out, work, counts, stamp, count, fast
 ):
     """Delta GRU over x (T, B, I); state arrays h, x_hat, h_hat (B, *) and m (B, 4H) in place.
 
@@ -375,6 +343,7 @@ def gru_sequence(
             (t + stamp) for the batch-union counts.
         fast: float32 gate approximations (see ``_tanh_f32``); exact ``np.tanh``/``np.exp`` else.
     """
+    wx, sx, wh, sh = weights
     idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, tile, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
@@ -391,21 +360,21 @@ def gru_sequence(
         # columns straight into the memory at each step instead.
         direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
-            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
+            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
             for b in range(batch):
                 mb = m[b]
                 if direct:
-                    _accumulate(wx, idx_x[t, b], val_x[t, b], sent[t, b], mb, g3, 0)
+                    _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, g3, 0)
                 else:
                     g = gx[t, b]
                     for k in range(g3):
                         mb[k] += g[k]
                 n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
                 # Hidden columns feed [M_r | M_z] and M_hn (the reset gate keeps M_xn, M_hn apart).
-                _accumulate(wh, idx_h, val_h, n_h, mb, g2, hidden)
+                _accumulate(wh, sh, idx_h, val_h, n_h, mb, g2, hidden)
                 _gru_gates(mb, h[b], out[t0 + t, b], hidden, fast)
                 if count:
                     nh[t0 + t, b] = n_h
@@ -415,9 +384,10 @@ def gru_sequence(
 
 @njit(**_JIT)
 def lstm_sequence(
-    x, wx, wh, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
+    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
 ):
     """Delta LSTM over x (T, B, I); as :func:`gru_sequence` with the cell state c (B, H)."""
+    wx, sx, wh, sh = weights
     idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, tile, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
@@ -431,20 +401,20 @@ def lstm_sequence(
         )
         direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
-            _input_products(wx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
+            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
             for b in range(batch):
                 mb = m[b]
                 if direct:
-                    _accumulate(wx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
+                    _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
                 else:
                     g = gx[t, b]
                     for k in range(rows):
                         mb[k] += g[k]
                 n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
-                _accumulate(wh, idx_h, val_h, n_h, mb, rows, 0)
+                _accumulate(wh, sh, idx_h, val_h, n_h, mb, rows, 0)
                 _lstm_gates(mb, h[b], c[b], out[t0 + t, b], hidden, fast)
                 if count:
                     nh[t0 + t, b] = n_h

@@ -72,13 +72,18 @@ class CPUPacked:
 
     Attributes:
         wx: ``weight_ih`` transposed, (I, G*H), C-contiguous: row j holds input j's weights.
+            float32/float64, or int8 from :func:`pack_int8`.
         wh: ``weight_hh`` transposed, (H, G*H), C-contiguous.
         gates: G, 3 for a GRU (r|z|n) and 4 for an LSTM (i|f|g|o).
+        sx, sh: per-column scales, (I,) and (H,), in the compute dtype: column j's weights are
+            ``sx[j] * wx[j]``. Ones for float weights; the kernels fold them into the deltas.
     """
 
     wx: np.ndarray
     wh: np.ndarray
     gates: int
+    sx: np.ndarray
+    sh: np.ndarray
 
     @property
     def input_size(self) -> int:
@@ -89,21 +94,31 @@ class CPUPacked:
         return self.wh.shape[0]
 
     @property
+    def np_dtype(self) -> np.dtype:
+        """The compute dtype (inputs, state, outputs)."""
+        return self.sx.dtype
+
+    @property
     def dtype(self) -> torch.dtype:
-        return torch.float64 if self.wx.dtype == np.float64 else torch.float32
+        return _TORCH[self.sx.dtype]
+
+    @property
+    def quantized(self) -> bool:
+        return self.wx.dtype == np.int8
+
+    @property
+    def kernel_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.wx, self.sx, self.wh, self.sh
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes a dense step reads: all of ``wx`` and ``wh``."""
-        return self.wx.nbytes + self.wh.nbytes
+        """Bytes a dense step reads: all of ``wx`` and ``wh`` (and their scales)."""
+        scales = self.sx.nbytes + self.sh.nbytes if self.quantized else 0
+        return self.wx.nbytes + self.wh.nbytes + scales
 
 
-def pack(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
-    """Transpose the weights to the column-contiguous layout the kernels read.
-
-    Args:
-        weight_ih: (G*H, I). weight_hh: (G*H, H). Same dtype (float32 or float64), on the CPU.
-    """
+def _check_weights(weight_ih: Tensor, weight_hh: Tensor) -> int:
+    """Shapes, dtypes and device of a layer's weights; returns the number of gates."""
     for name, w in (("weight_ih", weight_ih), ("weight_hh", weight_hh)):
         if w.dim() != 2:
             raise ShapeError(f"{name} must be 2-D (G*H, features), got shape {tuple(w.shape)}")
@@ -125,10 +140,49 @@ def pack(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
         raise ShapeError(
             f"weight_ih must have {rows} rows like weight_hh, got shape {tuple(weight_ih.shape)}"
         )
+    return rows // hidden
+
+
+def pack(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
+    """Transpose the weights to the column-contiguous layout the kernels read.
+
+    Args:
+        weight_ih: (G*H, I). weight_hh: (G*H, H). Same dtype (float32 or float64), on the CPU.
+    """
+    gates = _check_weights(weight_ih, weight_hh)
     # Always a copy: the packed weights must not change when the parameters are updated in place.
     wx = weight_ih.detach().t().numpy().copy(order="C")
     wh = weight_hh.detach().t().numpy().copy(order="C")
-    return CPUPacked(wx, wh, rows // hidden)
+    return CPUPacked(wx, wh, gates, np.ones(wx.shape[0], wx.dtype), np.ones(wh.shape[0], wh.dtype))
+
+
+def pack_int8(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
+    """Like :func:`pack` with 8-bit weights: one scale per column, a quarter of the bytes.
+
+    Column j (the G*H weights input j feeds) is stored as ``round(w / s_j)`` in [-127, 127] with
+    ``s_j = max|w| / 127``, so each weight is within ``s_j / 2`` of its float value. The
+    kernels multiply the delta by ``s_j`` once and read int8 weights, so the step reads a quarter
+    of the weight bytes; inputs, state and accumulation stay in the weights' float dtype. Results
+    equal the spec run with the dequantized weights (:func:`dequantize`), not the float weights.
+    """
+    gates = _check_weights(weight_ih, weight_hh)
+    quantized = []
+    for w in (weight_ih, weight_hh):
+        cols = w.detach().t().to(torch.float64)  # (features, G*H): one row per column of w
+        scale = cols.abs().amax(dim=1) / 127.0
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.round(cols / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        quantized += [q.numpy().copy(order="C"), scale.to(w.dtype).numpy().copy()]
+    wx, sx, wh, sh = quantized
+    return CPUPacked(wx, wh, gates, sx, sh)
+
+
+def dequantize(packed: CPUPacked) -> tuple[Tensor, Tensor]:
+    """The float weights ``(weight_ih, weight_hh)`` a packed layer computes with, torch layout."""
+    out = []
+    for w, s in ((packed.wx, packed.sx), (packed.wh, packed.sh)):
+        out.append(torch.from_numpy((w.astype(s.dtype) * s[:, None]).T.copy()))
+    return out[0], out[1]
 
 
 def gru(
@@ -149,7 +203,7 @@ def gru(
     run = _Run(x, packed, "GRU", theta_x, theta_h)
     h, x_hat, h_hat, m = run.state_arrays(state, DeltaGRUState)
     _kernels.gru_sequence(
-        run.x, packed.wx, packed.wh, run.theta_x, run.theta_h, h, x_hat, h_hat, m,
+        run.x, packed.kernel_weights, run.theta_x, run.theta_h, h, x_hat, h_hat, m,
         run.out, run.work, run.counts, 1, count, run.fast,
     )  # fmt: skip
     new_state = DeltaGRUState(*map(torch.from_numpy, (h, x_hat, h_hat, m)))
@@ -169,7 +223,7 @@ def lstm(
     run = _Run(x, packed, "LSTM", theta_x, theta_h)
     h, c, x_hat, h_hat, m = run.state_arrays(state, DeltaLSTMState)
     _kernels.lstm_sequence(
-        run.x, packed.wx, packed.wh, run.theta_x, run.theta_h, h, c, x_hat, h_hat, m,
+        run.x, packed.kernel_weights, run.theta_x, run.theta_h, h, c, x_hat, h_hat, m,
         run.out, run.work, run.counts, 1, count, run.fast,
     )  # fmt: skip
     new_state = DeltaLSTMState(*map(torch.from_numpy, (h, c, x_hat, h_hat, m)))
@@ -181,7 +235,7 @@ class _Run:
 
     def __init__(self, x: Tensor, packed: CPUPacked, kind: str, theta_x, theta_h):
         _check_ready(packed, kind)
-        np_dtype = packed.wx.dtype
+        np_dtype = packed.np_dtype
         if not isinstance(x, Tensor) or x.dim() != 3:
             raise ShapeError(
                 f"input must be a 3-D tensor (T, B, I), got {getattr(x, 'shape', type(x))}"
@@ -250,7 +304,7 @@ class CPUStreamer:
         self._state_type = DeltaGRUState if self.kind == "GRU" else DeltaLSTMState
         batch = state.h.shape[0] if hasattr(state, "h") else 0
         self._buffers = _state_arrays(state, self._state_type, packed, batch)
-        dtype = packed.wx.dtype
+        dtype = packed.np_dtype
         inputs, hidden = packed.input_size, packed.hidden_size
         self.batch = batch
         self._theta_x = _threshold(theta_x, "theta_x", inputs, dtype)
@@ -269,7 +323,7 @@ class CPUStreamer:
         # Everything but the input frame and the step stamp is fixed: one argument list, built
         # once, with those two slots overwritten per step.
         self._args = [
-            self._x, packed.wx, packed.wh, self._theta_x, self._theta_h, *self._buffers,
+            self._x, packed.kernel_weights, self._theta_x, self._theta_h, *self._buffers,
             self._out, self._work, self._counts, 0, count, self._fast,
         ]  # fmt: skip
         self._stamp_slot = len(self._args) - 3
@@ -370,7 +424,7 @@ def _threshold(theta, name: str, size: int, dtype) -> np.ndarray:
 def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = None) -> tuple:
     """Work buffers of the kernels (see ``gru_sequence``) for chunks of ``chunk`` steps."""
     inputs, hidden, rows = packed.input_size, packed.hidden_size, packed.wx.shape[1]
-    dtype = packed.wx.dtype
+    dtype = packed.np_dtype
     tile = max(1, min(rows, TILE_ROWS))
     block = max(4, (BLOCK_BYTES if block_bytes is None else block_bytes) // (tile * dtype.itemsize))
     return (
@@ -394,7 +448,7 @@ def _chunk_steps(steps: int, batch: int, packed: CPUPacked) -> int:
     """Steps per chunk: the chunk's slice of the input products, (C, B, tile), takes about
     CHUNK_BYTES."""
     tile = max(1, min(packed.wx.shape[1], TILE_ROWS))
-    row_bytes = batch * tile * packed.wx.dtype.itemsize
+    row_bytes = batch * tile * packed.np_dtype.itemsize
     return max(1, min(steps, CHUNK_BYTES // row_bytes))
 
 
@@ -428,5 +482,5 @@ def _state_arrays(state, state_type, packed: CPUPacked, batch: int) -> list[np.n
             raise DTypeError(f"state.{field} dtype {t.dtype} differs from weights' {packed.dtype}")
         if t.device.type != "cpu":
             raise DeviceError(f"state.{field} must be on the CPU, got {t.device}")
-        arrays.append(np.array(t.detach().numpy(), dtype=packed.wx.dtype, order="C", copy=True))
+        arrays.append(np.array(t.detach().numpy(), dtype=packed.np_dtype, order="C", copy=True))
     return arrays
