@@ -186,3 +186,23 @@ def test_learnable_threshold_model_trains_and_bakes():
     assert model.learnable_encoders() == []
     torch.testing.assert_close(model.rnn.thresholds(1)[1], after[3])
     torch.testing.assert_close(y_baked, y_enc, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_dense_fast_path_equals_the_delta_module_at_theta_zero(kind):
+    torch.manual_seed(0)
+    model = SequenceModel(ModelConfig(kind=kind, hidden_size=6, num_layers=2), 3, 4).double()
+    x, lengths = torch.randn(7, 2, 3, dtype=torch.float64), torch.tensor([7, 5])
+    assert model._dense_fast_path()
+    fast = model(x, lengths)
+    (fast.sum()).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out, _ = model.rnn(x)  # the delta module itself (reference backend with gradients)
+    from deltarnn.train.model import pool
+
+    slow = model.head(pool(out, lengths, "mean"))
+    slow.sum().backward()
+    torch.testing.assert_close(fast, slow)
+    for g, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad)
