@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.nn import functional as nnF
 
 from ..errors import BackendError
-from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState, count_sends
 
 IMPLS = ("auto", "torch", "triton")
 
@@ -437,17 +437,11 @@ def _send_index(x: Tensor, x_hat: Tensor, theta: Tensor, impl: str) -> Tensor:
     return last
 
 
-def _counts(x_hat_seq, x_hat0, sent_x, hhat_seq, hhat0, send_h) -> DeltaCounts:
+def _counts(x_hat_seq, x_hat0, hhat_seq, hhat0) -> DeltaCounts:
+    # A sent delta is never 0 (|Δ| > Θ >= 0), so the held values' steps give the masks exactly.
     dx = x_hat_seq - torch.cat((x_hat0[None], x_hat_seq[:-1]))
     dh = hhat_seq - torch.cat((hhat0[None], hhat_seq[:-1]))
-    return DeltaCounts(
-        nx=sent_x.sum(-1),
-        nh=send_h.sum(-1),
-        ux=sent_x.any(1).sum(-1),
-        uh=send_h.any(1).sum(-1),
-        abs_x=dx.abs().sum(-1),
-        abs_h=dh.abs().sum(-1),
-    )
+    return count_sends(dx, dh)
 
 
 def _delta_layer_train(
@@ -479,8 +473,7 @@ def _delta_layer_train(
     new_state = DeltaLSTMState(h, c, x_hat, h_hat, m) if lstm else DeltaGRUState(h, x_hat, h_hat, m)
     counts = None
     if count:
-        sent_x = last == torch.arange(1, steps + 1, device=x.device).view(-1, 1, 1)
-        counts = _counts(x_hat_seq, state.x_hat, sent_x, hhat_seq, state.h_hat, send_h)
+        counts = _counts(x_hat_seq, state.x_hat, hhat_seq, state.h_hat)
     return out, new_state, counts
 
 
