@@ -160,17 +160,6 @@ def _accumulate(w, ws, idx, val, n, m, split, shift):
 
 
 @njit(**_INLINE)
-def _accumulate_range(w, ws, idx, val, n, out, lo, hi):
-    """``out[k] += sum_q val[q] * ws[j] * w[j, k]`` (j = idx[q]) for k in [lo, hi)."""
-    o = out[lo:hi]
-    q = 0
-    while q < n:
-        cnt = min(4, n - q)
-        _pass(o, w, ws, idx, val, q, cnt, lo, hi)
-        q += cnt
-
-
-@njit(**_INLINE)
 def _count_union(idx, n, seen, stamp):
     """How many of the n listed columns were not yet seen at this ``stamp`` (marks them seen)."""
     new = 0
@@ -275,14 +264,14 @@ def _total(sent, steps):
 
 
 @njit(**_INLINE)
-def _input_products(w, ws, idx, val, sent, steps, cursor, block, tile, gx):
-    """``gx[t, b] = sum over sent j of val * w[j]`` for the rows of a chunk, in cached tiles.
+def _input_products(w, ws, idx, val, sent, steps, cursor, block, gx):
+    """``gx[t, b] = sum over sent j of val * ws[j] * w[j]`` for the rows of a chunk, by blocks.
 
-    The weights are taken in tiles of ``block`` columns by ``tile`` rows of the product, and
-    every step of the chunk is updated from a tile before the next is read: each weight is
-    fetched from memory at most once per chunk instead of once per step (as ``torch.nn.GRU`` does
-    with its input GEMM), and the tile and the chunk's slice of ``gx`` both stay in L2. Only the
-    (step, column) pairs that were sent are multiplied.
+    The weight columns are taken ``block`` at a time and every step of the chunk is updated
+    from a block before the next is read: each weight is fetched from memory at most once per
+    chunk instead of once per step (as ``torch.nn.GRU`` does with its input GEMM). Only the
+    (step, column) pairs that were sent are multiplied. (Tiling the rows of the product too, so
+    that a tile and the chunk's slice of ``gx`` stay in L2, measured slower: more, shorter passes.)
     """
     batch = gx.shape[1]
     columns = w.shape[0]
@@ -290,33 +279,27 @@ def _input_products(w, ws, idx, val, sent, steps, cursor, block, tile, gx):
     total = _total(sent, steps)
     for t in range(steps):
         for b in range(batch):
+            cursor[t, b] = 0
             row = gx[t, b]
             for k in range(rows):
                 row[k] = 0
     # At low occupancy, widen the block so that a step still meets about 16 sent columns per
-    # block (four passes of the four-column loop over the tile) rather than one or two.
+    # block (four passes of four columns over its row of gx) rather than one or two.
     if total > 0:
         block = max(block, (16 * steps * batch * columns) // total)
-    for k0 in range(0, rows, tile):
-        k1 = min(k0 + tile, rows)
+    for j0 in range(0, columns, block):
+        j1 = j0 + block
         for t in range(steps):
             for b in range(batch):
-                cursor[t, b] = 0
-        for j0 in range(0, columns, block):
-            j1 = j0 + block
-            for t in range(steps):
-                for b in range(batch):
-                    q0 = cursor[t, b]
-                    q1 = q0
-                    n = sent[t, b]
-                    ids = idx[t, b]
-                    while q1 < n and ids[q1] < j1:
-                        q1 += 1
-                    if q1 > q0:
-                        _accumulate_range(
-                            w, ws, ids[q0:q1], val[t, b, q0:q1], q1 - q0, gx[t, b], k0, k1
-                        )
-                        cursor[t, b] = q1
+                q0 = cursor[t, b]
+                q1 = q0
+                n = sent[t, b]
+                ids = idx[t, b]
+                while q1 < n and ids[q1] < j1:
+                    q1 += 1
+                if q1 > q0:
+                    _accumulate(w, ws, ids[q0:q1], val[t, b, q0:q1], q1 - q0, gx[t, b], rows, 0)
+                    cursor[t, b] = q1
 
 
 @njit(**_JIT)
@@ -334,9 +317,9 @@ def gru_sequence(
         out: (T, B, H) outputs.
         work: ``(idx_x (C, B, I), val_x (C, B, I), sent (C, B), cursor (C, B), gx (C, B, 3H),
             idx_h (H,), val_h (H,), seen_x (I,), seen_h (H,), mask (uint8, max(I, H) rounded up
-            to 8), block, tile, lean)``: work buffers for chunks of C steps, the tile of the
-            input products (columns by rows), and the input occupancy below which a chunk's input
-            columns are added at each step rather than batched.
+            to 8), block, lean)``: work buffers for chunks of C steps, the column block size of
+            the input products, and the input occupancy below which a chunk's input columns are
+            added at each step rather than batched.
         counts: ``(nx (T, B), nh (T, B), ux (T,), uh (T,))`` int64 and ``(abs_x (T, B), abs_h
             (T, B))`` (sums of |delta|), written when ``count``.
             ``seen_*`` must not hold values at or above ``stamp``, which numbers the steps
@@ -344,7 +327,7 @@ def gru_sequence(
         fast: float32 gate approximations (see ``_tanh_f32``); exact ``np.tanh``/``np.exp`` else.
     """
     wx, sx, wh, sh = weights
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, tile, lean = work
+    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -360,7 +343,7 @@ def gru_sequence(
         # columns straight into the memory at each step instead.
         direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
-            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
+            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0
@@ -388,7 +371,7 @@ def lstm_sequence(
 ):
     """Delta LSTM over x (T, B, I); as :func:`gru_sequence` with the cell state c (B, H)."""
     wx, sx, wh, sh = weights
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, tile, lean = work
+    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -401,7 +384,7 @@ def lstm_sequence(
         )
         direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
-            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, tile, gx)
+            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, gx)
         for t in range(tc):
             if count:
                 uh[t0 + t] = 0

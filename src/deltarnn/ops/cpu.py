@@ -44,13 +44,12 @@ NAME = "cpu"
 GATES = {"GRU": 3, "LSTM": 4}
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-# Input products are formed for a chunk of steps at a time, in tiles of weights of TILE_ROWS
-# product rows by BLOCK_BYTES (see _cpu_kernels._input_products): a tile and the chunk's slice of
-# the products (CHUNK_BYTES) stay in L2 while every step of the chunk uses the tile. Sized for
-# a 1 MiB-L2 x86 core.
-TILE_ROWS = 1024
-BLOCK_BYTES = 256 * 1024
-CHUNK_BYTES = 512 * 1024
+# Input products are formed for a chunk of steps at a time (the chunk's products take about
+# CHUNK_BYTES), in blocks of weight columns of about BLOCK_BYTES (see
+# _cpu_kernels._input_products) that stay in cache while every step of the chunk uses them.
+# Measured on a 1 MiB-L2 x86 core (benchmarks/README.md).
+BLOCK_BYTES = 128 * 1024
+CHUNK_BYTES = 1024 * 1024
 # Below this input occupancy a chunk's input columns are added at each step instead (few steps
 # share a column, so batching saves little and costs passes over the chunk's products).
 LEAN_OCCUPANCY = 0.05
@@ -425,8 +424,8 @@ def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = N
     """Work buffers of the kernels (see ``gru_sequence``) for chunks of ``chunk`` steps."""
     inputs, hidden, rows = packed.input_size, packed.hidden_size, packed.wx.shape[1]
     dtype = packed.np_dtype
-    tile = max(1, min(rows, TILE_ROWS))
-    block = max(4, (BLOCK_BYTES if block_bytes is None else block_bytes) // (tile * dtype.itemsize))
+    row_bytes = max(rows * dtype.itemsize, 1)
+    block = max(4, (BLOCK_BYTES if block_bytes is None else block_bytes) // row_bytes)
     return (
         np.zeros((chunk, batch, max(inputs, 1)), np.int64),
         np.zeros((chunk, batch, max(inputs, 1)), dtype),
@@ -439,16 +438,13 @@ def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = N
         np.zeros(max(hidden, 1), np.int64),
         np.zeros(8 * ((max(inputs, hidden) + 7) // 8), np.uint8),
         block,
-        tile,
         float(LEAN_OCCUPANCY),
     )
 
 
 def _chunk_steps(steps: int, batch: int, packed: CPUPacked) -> int:
-    """Steps per chunk: the chunk's slice of the input products, (C, B, tile), takes about
-    CHUNK_BYTES."""
-    tile = max(1, min(packed.wx.shape[1], TILE_ROWS))
-    row_bytes = batch * tile * packed.np_dtype.itemsize
+    """Steps per chunk: the chunk's input products, (C, B, G*H), take about CHUNK_BYTES."""
+    row_bytes = max(batch * packed.wx.shape[1] * packed.np_dtype.itemsize, 1)
     return max(1, min(steps, CHUNK_BYTES // row_bytes))
 
 
