@@ -68,6 +68,9 @@ class SpeechConfig:
         num_layers, hidden_size: the GRU stack.
         batch_size: utterances per batch.
         dense_epochs, retrain_epochs: epochs of dense training and of each retraining run.
+        align_epochs: ``strings`` only: epochs of frame-level cross-entropy against the known
+            splice alignment (digit frames -> digit, pauses -> blank) before the CTC epochs.
+            A deep GRU trained with CTC alone from scratch sits long on the all-blank plateau.
         lr, retrain_lr: Adam learning rates (cosine decay to 5 %).
         train_theta: Θx = Θh used in the forward pass of delta retraining.
         warmup_fraction: share of the retraining epochs over which Θ ramps up from 0.
@@ -75,6 +78,8 @@ class SpeechConfig:
         thetas: the Θ (Θx = Θh) every model is evaluated at.
         seed: initialisation and data order.
         threads: torch intra-op threads.
+        backend: delta backend for evaluation (``"auto"``: the fastest; ``"reference"``: the
+            spec; they give the same values).
     """
 
     task: str = "strings"
@@ -89,6 +94,7 @@ class SpeechConfig:
     hidden_size: int = 128
     batch_size: int = 32
     dense_epochs: int = 30
+    align_epochs: int = 0
     retrain_epochs: int = 8
     lr: float = 3e-3
     retrain_lr: float = 1e-3
@@ -101,6 +107,7 @@ class SpeechConfig:
     )
     seed: int = 0
     threads: int = 1
+    backend: str = "auto"
 
     def validate(self) -> SpeechConfig:
         if self.task not in TASKS:
@@ -108,7 +115,9 @@ class SpeechConfig:
         for name in ("num_strings", "max_digits", "num_layers", "hidden_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("dense_epochs", "retrain_epochs"):
+        if self.align_epochs and self.task != "strings":
+            raise ConfigError("align_epochs needs task='strings' (the only known alignment)")
+        for name in ("dense_epochs", "retrain_epochs", "align_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("train_theta", "l1_x", "l1_h", *()):
@@ -243,9 +252,16 @@ class CTCRecognizer(nn.Module):
     Inputs: ``x`` (T, B, F). Output: (T, B, C) log-probabilities (and counts with ``count``).
     """
 
-    def __init__(self, num_features: int, num_classes: int, hidden_size: int, num_layers: int):
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        hidden_size: int,
+        num_layers: int,
+        backend: str = "auto",
+    ):
         super().__init__()
-        self.rnn = DeltaGRU(num_features, hidden_size, num_layers)
+        self.rnn = DeltaGRU(num_features, hidden_size, num_layers, backend=backend)
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: Tensor, *, delta: bool = False, count: bool = False):
@@ -350,6 +366,65 @@ def train_ctc(
             time.perf_counter() - t0,
         )
     model.rnn.set_thresholds(theta, theta)
+    return history
+
+
+def frame_labels(dataset) -> list[Tensor]:
+    """Per-frame classes of digit strings from the splice: a frame whose centre lies inside a
+    digit's samples gets that digit's class, every other frame the blank. (T_i,) int64 each."""
+    import numpy as np
+
+    from ..data import load_audio
+    from ..data.digit_strings import synthesize
+
+    rate = dataset.params.sample_rate
+    hop = max(1, round(rate * dataset.params.hop_ms / 1000))
+    audio: dict = {}
+    out = []
+    for plan, steps in zip(dataset.strings, dataset.lengths(), strict=True):
+        for r in plan.recordings:
+            if r.path not in audio:
+                audio[r.path] = load_audio(r.path, rate)[0]
+        _, segments = synthesize(plan, rate, dataset.config.noise_std, audio)
+        centres = np.arange(steps) * hop  # frames are centred (see deltarnn.data.features)
+        labels = np.zeros(steps, np.int64)
+        for (a, b), c in zip(segments, plan.labels, strict=True):
+            labels[(centres >= a) & (centres < b)] = c
+        out.append(torch.from_numpy(labels))
+    return out
+
+
+def train_aligned(
+    model: CTCRecognizer, data: dict[str, Any], labels: list[Tensor], cfg: SpeechConfig
+) -> list[float]:
+    """Dense frame-level cross-entropy against :func:`frame_labels` for ``align_epochs``."""
+    from ..data import pad_sequences
+
+    train = data["train"]
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history = []
+    for epoch in range(cfg.align_epochs):
+        model.train()
+        t0, total, frames = time.perf_counter(), 0.0, 0
+        for idx in batches(train.lengths(), cfg.batch_size, cfg.seed, 10_000 + epoch):
+            x, xl, _, _ = ctc_batch(train, idx)
+            y, _ = pad_sequences([labels[i] for i in idx], padding_value=-100)
+            logp = model(x)
+            loss = nn.functional.nll_loss(logp.flatten(0, 1), y.flatten(), ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * int(xl.sum())
+            frames += int(xl.sum())
+        history.append(total / max(1, frames))
+        log.info(
+            "aligned epoch %d/%d  ce/frame %.4f  %.1fs",
+            epoch + 1,
+            cfg.align_epochs,
+            history[-1],
+            time.perf_counter() - t0,
+        )
     return history
 
 
@@ -472,7 +547,7 @@ def run_experiment(cfg: SpeechConfig, out_dir: str | Path, results: str | Path) 
     def fresh() -> CTCRecognizer:
         torch.manual_seed(cfg.seed)
         return CTCRecognizer(
-            data["num_features"], data["num_classes"], cfg.hidden_size, cfg.num_layers
+            data["num_features"], data["num_classes"], cfg.hidden_size, cfg.num_layers, cfg.backend
         )
 
     timings: dict[str, float] = {}
@@ -482,6 +557,8 @@ def run_experiment(cfg: SpeechConfig, out_dir: str | Path, results: str | Path) 
         load_weights(dense, path)
     else:
         t0 = time.perf_counter()
+        if cfg.align_epochs:
+            train_aligned(dense, data, frame_labels(data["train"]), cfg)
         train_ctc(dense, data, cfg, epochs=cfg.dense_epochs, lr=cfg.lr)
         timings["dense_train_s"] = time.perf_counter() - t0
         save_model(dense, path)
