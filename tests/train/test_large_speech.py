@@ -95,23 +95,6 @@ def test_run_gru_count_needs_delta():
         ls.run_gru(_rnn(0.0), torch.zeros(2, 1, 5, dtype=torch.float64), delta=False, count=True)
 
 
-def test_greedy_decode_and_edit_distance():
-    # frames: a a blank a b b (then padding) -> "a a b"; second sequence is shorter.
-    path = torch.tensor([[1, 2], [1, 0], [0, 2], [1, 2], [2, 2], [2, 1]])
-    logp = torch.nn.functional.one_hot(path, 3).float().log()
-    assert ls.greedy_decode(logp, torch.tensor([6, 3])) == [[1, 1, 2], [2, 2]]
-    assert ls.edit_distance([1, 2, 3], [1, 3]) == 1
-    assert ls.edit_distance([], [4, 4]) == 2
-    assert ls.edit_distance([1, 2], [2, 1]) == 2
-
-
-def test_delta_l1_counts_only_valid_frames():
-    abs_h = torch.ones(4, 2)
-    counts = [deltarnn.functional.DeltaCounts(*(torch.zeros(4, 2),) * 4, abs_h, abs_h)]
-    cost = ls.delta_l1(counts, torch.tensor([4, 2]), l1_x=0.5, l1_h=1.0)
-    assert cost.item() == pytest.approx(1.5)  # per valid frame: 0.5 * 1 + 1.0 * 1
-
-
 def test_config_validation():
     with pytest.raises(ConfigError, match="task"):
         ls.SpeechConfig(task="wsj").validate()

@@ -43,6 +43,9 @@ from ..cost import CostReport, measure
 from ..errors import ConfigError
 from ..functional import DeltaCounts, delta_gru, gru_initial_state
 from ..nn import DeltaGRU
+from .ctc import edit_distance, greedy_decode
+from .loop import batch_plan
+from .methods import delta_l1_cost
 
 log = logging.getLogger(__name__)
 
@@ -179,19 +182,6 @@ def load_speech(cfg: SpeechConfig) -> dict[str, Any]:
     }
 
 
-def batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled batches of similar length (sorted inside groups of 8 batches), deterministic."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(len(lengths), generator=g).tolist()
-    group = 8 * batch_size
-    out = []
-    for start in range(0, len(perm), group):
-        chunk = sorted(perm[start : start + group], key=lambda i: lengths[i])
-        out.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    order = torch.randperm(len(out), generator=g).tolist()
-    return [out[i] for i in order]
-
-
 def ctc_batch(dataset, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(features (T, B, F), lengths (B,), targets (sum L,), target lengths (B,))."""
     from ..data import collate_ctc
@@ -270,41 +260,6 @@ class CTCRecognizer(nn.Module):
         return (logp, counts) if count else logp
 
 
-# -- decoding and scoring ---------------------------------------------------------------------
-
-
-def greedy_decode(log_probs: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:
-    """Best path per sequence: argmax per frame, merge repeats, drop blanks. (T, B, C) -> lists."""
-    best = log_probs.argmax(-1).t().tolist()
-    out = []
-    for path, n in zip(best, lengths.tolist(), strict=True):
-        seq, prev = [], None
-        for c in path[:n]:
-            if c != prev and c != blank:
-                seq.append(c)
-            prev = c
-        out.append(seq)
-    return out
-
-
-def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
-
-
-def delta_l1(counts: Sequence[DeltaCounts], lengths: Tensor, l1_x: float, l1_h: float) -> Tensor:
-    """λx Σ|Δx| + λh Σ|Δh| over layers and valid frames, divided by the number of valid frames."""
-    steps, batch = counts[0].abs_h.shape
-    mask = (torch.arange(steps)[:, None] < lengths[None, :]).to(counts[0].abs_h.dtype)
-    total = sum(l1_x * (c.abs_x * mask).sum() + l1_h * (c.abs_h * mask).sum() for c in counts)
-    return total / mask.sum().clamp_min(1)
-
-
 # -- training and evaluation ------------------------------------------------------------------
 
 
@@ -326,7 +281,7 @@ def train_ctc(
     train = data["train"]
     lengths = train.lengths()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    plans = [batches(lengths, cfg.batch_size, cfg.seed, e) for e in range(epochs)]
+    plans = [batch_plan(lengths, cfg.batch_size, cfg.seed, e) for e in range(epochs)]
     total_steps = max(1, sum(len(p) for p in plans))
     warmup = max(1, round(cfg.warmup_fraction * total_steps))
     step, history = 0, []
@@ -348,7 +303,7 @@ def train_ctc(
             n_frames = int(xl.sum())
             loss = ctc / n_frames
             if l1:
-                loss = loss + delta_l1(counts, xl, cfg.l1_x, cfg.l1_h)
+                loss = loss + delta_l1_cost(counts, xl, cfg.l1_x, cfg.l1_h)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -406,7 +361,7 @@ def train_aligned(
     for epoch in range(cfg.align_epochs):
         model.train()
         t0, total, frames = time.perf_counter(), 0.0, 0
-        for idx in batches(train.lengths(), cfg.batch_size, cfg.seed, 10_000 + epoch):
+        for idx in batch_plan(train.lengths(), cfg.batch_size, cfg.seed, 10_000 + epoch):
             x, xl, _, _ = ctc_batch(train, idx)
             y, _ = pad_sequences([labels[i] for i in idx], padding_value=-100)
             logp = model(x)
