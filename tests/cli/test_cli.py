@@ -60,3 +60,21 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "deltarnn", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == f"deltarnn {deltarnn.__version__}"
+
+
+def test_bench_subcommand_prints_one_table_with_the_baselines(capsys):
+    argv = ["bench", "--hidden", "16", "--occupancy", "0.5", "--steps", "4", "--repeats", "1"]
+    argv += [
+        "--warmup",
+        "0",
+        "--prefix",
+        "2",
+        "--methods",
+        "torch_gru",
+        "torch_grucell",
+        "reference",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for method in ("torch_gru", "torch_grucell", "reference"):
+        assert f"| {method} |" in out

@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "deltarnn.cli.train",
     "eval": "deltarnn.cli.eval",
     "sweep": "deltarnn.cli.sweep",
+    "bench": "deltarnn.cli.bench",
 }
 
 
