@@ -6,7 +6,10 @@ Prints one line per measurement (median of repeats, CPU time of this thread):
   over random 12 KiB columns of a 24 MiB matrix (the H = I = 1024 GRU's weights);
 * the same pass on a matrix that stays in L2, float32 and int8 weights (loop throughput);
 * ``torch`` one-row ``addmm`` over the 12 MiB recurrent matrix: what ``nn.GRU`` does per step;
-* the engine's per-step floor at H = I = 1024 when nothing is sent (encoding, gates).
+* the engine's per-step floor at H = I = 1024 when nothing is sent (encoding, gates), the cost
+  of one call (T = 1) and of one streamer step;
+* the split of a 10 % step (controlled inputs, calibrated Θh as in the sweep) between the input
+  side and the hidden side, by freezing one side with an infinite threshold.
 
     python benchmarks/cpu_kernel_limits.py
 """
@@ -21,6 +24,7 @@ import torch
 from numba import njit
 
 from deltarnn import functional as F
+from deltarnn.bench.inputs import THETA_X, calibrate, controlled_sequence
 from deltarnn.ops import _cpu_kernels as K
 from deltarnn.ops import cpu
 
@@ -98,6 +102,44 @@ def main() -> None:
     never = torch.full((1024,), 1e9)
     t = median_time(lambda: cpu.gru(x, state, packed, never, never), repeats=5) / 1000
     print(f"engine step, nothing sent, H = 1024: {t * 1e6:6.1f} us")
+    t = median_time(lambda: [cpu.gru(x[:1], state, packed, never, never) for _ in range(100)])
+    print(f"one call with T = 1, nothing sent:   {t / 100 * 1e6:6.1f} us")
+    streamer = cpu.CPUStreamer(packed, state, never, never)
+    frame = x[0]
+    t = median_time(lambda: [streamer.step(frame) for _ in range(1000)])
+    print(f"one streamer step, nothing sent:     {t / 1000 * 1e6:6.1f} us")
+    split_of_a_step(0.10)
+
+
+def split_of_a_step(occupancy: float, hidden: int = 1024, steps: int = 100) -> None:
+    """Time per step with both sides, the input side only, and neither (same warm state)."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(hidden, hidden)
+    w_ih, w_hh = gru.weight_ih_l0.detach(), gru.weight_hh_l0.detach()
+    packed = cpu.pack(w_ih, w_hh)
+    fresh = F.gru_initial_state(w_ih, gru.bias_ih_l0.detach(), gru.bias_hh_l0.detach(), 1)
+    x_all = controlled_sequence(20 + steps, 1, hidden, occupancy)
+    prefix, x = x_all[:20], x_all[20:]
+    tx = torch.full((hidden,), THETA_X)
+
+    def warm(theta_h):
+        th = torch.full((hidden,), theta_h)
+        return cpu.gru(prefix, fresh, packed, tx, th)[1], th
+
+    def occupancy_h(theta_h):
+        state, th = warm(theta_h)
+        return cpu.gru(x, state, packed, tx, th, count=True)[2].nh.double().mean().item() / hidden
+
+    theta_h, occ_h = calibrate(occupancy_h, occupancy)
+    state, th = warm(theta_h)
+    never = torch.full((hidden,), 1e9)
+    for label, thresholds in (
+        ("both sides", (tx, th)),
+        ("input side only", (tx, never)),
+        ("nothing sent", (never, never)),
+    ):
+        t = median_time(lambda a=thresholds: cpu.gru(x, state, packed, *a)) / steps
+        print(f"{occupancy:.0%} step (o_h {occ_h:.1%}), {label + ':':17s} {t * 1e6:6.1f} us")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ BLOCK_BYTES = 128 * 1024
 CHUNK_BYTES = 1024 * 1024
 # Below this input occupancy a chunk's input columns are added at each step instead (few steps
 # share a column, so batching saves little and costs passes over the chunk's products).
-LEAN_OCCUPANCY = 0.05
+LEAN_OCCUPANCY = 0.035
 
 
 def is_available() -> bool:
