@@ -9,13 +9,15 @@ Prints one line per measurement (median of repeats, CPU time of this thread):
 * the engine's per-step floor at H = I = 1024 when nothing is sent (encoding, gates), the cost
   of one call (T = 1) and of one streamer step;
 * the split of a 10 % step (controlled inputs, calibrated Θh as in the sweep) between the input
-  side and the hidden side, by freezing one side with an infinite threshold.
+  side and the hidden side, by freezing one side with an infinite threshold;
+* how many 8-wide (ymm) fused multiply-adds and divisions the compiled float32 GRU kernel holds.
 
     python benchmarks/cpu_kernel_limits.py
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 
@@ -109,6 +111,14 @@ def main() -> None:
     t = median_time(lambda: [streamer.step(frame) for _ in range(1000)])
     print(f"one streamer step, nothing sent:     {t / 1000 * 1e6:6.1f} us")
     split_of_a_step(0.10)
+    # Cached machine code cannot be inspected: compile an uncached copy of the kernel.
+    options = {k: v for k, v in K.gru_sequence.targetoptions.items() if k != "cache"}
+    kernel = njit(**options)(K.gru_sequence.py_func)
+    kernel(*streamer._args)
+    asm = kernel.inspect_asm(kernel.signatures[0])
+    fma = len(re.findall(r"vfmadd\d+ps\s[^\n]*ymm", asm))
+    div = len(re.findall(r"vdivps\s[^\n]*ymm", asm))
+    print(f"float32 GRU kernel machine code:     {fma} vfmadd*ps and {div} vdivps on ymm registers")
 
 
 def split_of_a_step(occupancy: float, hidden: int = 1024, steps: int = 100) -> None:
