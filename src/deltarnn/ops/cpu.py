@@ -9,12 +9,17 @@ it
    is neither read nor multiplied, so weight bytes fetched fall with occupancy,
 3. applies the gate nonlinearities.
 
+The input deltas do not depend on the recurrence, so a chunk of steps is encoded first and, when
+enough inputs move, the chunk's input products are formed together, block of columns by block,
+reading each input weight at most once per chunk (as ``torch.nn.GRU`` does with its input GEMM).
+
 The whole sequence runs inside one compiled call (no Python per step). Results equal
 :func:`deltarnn.functional.delta_gru` / ``delta_lstm`` to float32 rounding (the float32 gates use
 rational approximations of tanh and sigmoid accurate to 3e-7; float64 uses libm), and the counts
 are the columns processed, which equal the spec's counts.
 
 :class:`CPUStreamer` runs one frame at a time from preallocated buffers, for live input.
+:func:`pack_int8` stores 8-bit weights with a scale per column (a quarter of the bytes).
 
 numba is an optional dependency: without it this module still imports and
 :func:`is_available` is ``False``.
@@ -276,7 +281,7 @@ class CPUStreamer:
     :func:`gru`/:func:`lstm` call over the T frames (it runs the same compiled code).
 
     Args:
-        packed: from :func:`pack`; 3 gates means a GRU, 4 an LSTM.
+        packed: from :func:`pack` or :func:`pack_int8`; 3 gates means a GRU, 4 an LSTM.
         state: :class:`DeltaGRUState` or :class:`DeltaLSTMState` matching ``packed``, batch B.
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
         count: keep the send counts of the last step in :attr:`last_counts`.
