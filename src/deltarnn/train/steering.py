@@ -38,6 +38,7 @@ from ..cost import CostReport, measure
 from ..errors import ConfigError
 from ..nn import DeltaGRU
 from .large_speech import append_rows, run_gru
+from .methods import delta_l1_cost
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +322,6 @@ def retrain_gru(
     l1: bool,
 ) -> list[float]:
     """Retrain the GRU and head as a delta network on frozen features at Θx = Θh = ``theta``."""
-    from .large_speech import delta_l1
-
     feats, target = windows
     params = list(model.rnn.parameters()) + list(model.head.parameters())
     opt = torch.optim.Adam(params, lr=cfg.retrain_lr)
@@ -345,7 +344,7 @@ def retrain_gru(
             pred, counts = out if l1 else (out, None)
             loss = nn.functional.mse_loss(pred, target[:, idx])
             if l1:
-                loss = loss + delta_l1(counts, lengths[: len(idx)], cfg.l1_x, cfg.l1_h)
+                loss = loss + delta_l1_cost(counts, lengths[: len(idx)], cfg.l1_x, cfg.l1_h)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
