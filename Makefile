@@ -36,5 +36,9 @@ format: $(STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 
+# CPU timing sweep (minutes, not a test); writes benchmarks/results/
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cpu_occupancy_sweep.py --out benchmarks/results/cpu_occupancy_sweep --real
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
