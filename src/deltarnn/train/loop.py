@@ -338,7 +338,9 @@ def train(
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
         model.train()
         plan = plans[epoch]
-        bar = tqdm(plan, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank)
+        # disable=None: bars on a terminal only, so logs and CI output stay readable
+        show = None if progress and not rank else True
+        bar = tqdm(plan, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=show)
         t0, loss_sum, n_sum = time.time(), 0.0, 0
         for i, global_idx in enumerate(bar):
             _set_training_thresholds(model, cfg, epoch + i / len(plan))
@@ -410,7 +412,7 @@ def evaluate(
     correct = edits = ref_len = strings_ok = n = 0
     report: CostReport | None = None
     with torch.no_grad():
-        for idx in tqdm(batches, desc="evaluate", disable=not progress):
+        for idx in tqdm(batches, desc="evaluate", disable=None if progress else True):
             batch = make_batch(ds, idx, data.per_frame, device)
             x, lengths = batch[0], batch[1]
             y = model(x, lengths)
