@@ -272,3 +272,24 @@ def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name} must be a positive int, got {value!r}")
+
+
+def flat_config_fields(cls: type, config_path: str | None, overrides: list[str]) -> dict[str, Any]:
+    """Fields of a flat config dataclass from an optional JSON file and ``field=value`` overrides.
+
+    Values are parsed as JSON where they parse, else kept as strings; an unknown field or an
+    override without ``=`` is an error, never ignored.
+    """
+    fields = json.loads(Path(config_path).read_text()) if config_path else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise ConfigError(
+                f"override must be field=value with a {cls.__name__} field, got {item!r}"
+            )
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    return fields

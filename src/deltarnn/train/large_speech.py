@@ -43,6 +43,7 @@ from ..cost import CostReport, measure
 from ..errors import ConfigError
 from ..functional import DeltaCounts, delta_gru, gru_initial_state
 from ..nn import DeltaGRU
+from .config import flat_config_fields
 from .ctc import edit_distance, greedy_decode
 from .loop import batch_plan
 from .methods import delta_l1_cost
@@ -693,17 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         print(render(args.results, args.render[0], args.render[1], target=5.7))
         return 0
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in {f.name for f in dataclasses.fields(SpeechConfig)}:
-            raise ConfigError(
-                f"override must be field=value with a SpeechConfig field, got {item!r}"
-            )
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
+    fields = flat_config_fields(SpeechConfig, args.config, args.set)
     if not args.out:
         parser.error("--out is required to run the experiment")
     run_experiment(SpeechConfig(**fields), args.out, args.results)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ..cost import CostReport, measure
 from ..errors import ConfigError
 from ..nn import DeltaGRU
+from .config import flat_config_fields
 from .large_speech import append_rows, run_gru
 from .methods import delta_l1_cost
 
@@ -532,16 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.out:
         parser.error("--out is required to run the experiment")
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    names = {f.name for f in dataclasses.fields(SteeringConfig)}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise ConfigError(f"override must be field=value with a SteeringConfig field: {item!r}")
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
+    fields = flat_config_fields(SteeringConfig, args.config, args.set)
     run_experiment(SteeringConfig(**fields), args.out, args.results)
     return 0
 
