@@ -163,3 +163,50 @@ def test_errors(tmp_path):
         steering.SteeringDataset(sessions, seq_len=0)
     with pytest.raises(ConfigError, match="size"):
         steering.load_frames(sessions[0], size=(0, 8))
+
+
+def test_moving_average_is_a_centred_time_window():
+    t = np.array([0.0, 0.1, 0.2, 0.5, 0.6, 2.0])
+    v = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 4.0])
+    out = steering.moving_average(v, t, 0.25)  # neighbours within 0.125 s
+    np.testing.assert_allclose(out, [0.5, 1 / 3, 0.0, 1.0, 1.0, 4.0], atol=1e-6)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(steering.moving_average(v, t, 0.0), v)
+    wide = steering.moving_average(v, t, 10.0)
+    np.testing.assert_allclose(wide, np.full(6, v.mean()), atol=1e-6)
+    with pytest.raises(ConfigError, match="window_s"):
+        steering.moving_average(v, t, -1.0)
+    with pytest.raises(ConfigError, match="non-decreasing"):
+        steering.moving_average(v, t[::-1], 0.2)
+    from deltarnn.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="time_s"):
+        steering.moving_average(v, t[:3], 0.2)
+
+
+def test_smoothed_labels_and_cropped_frames(tmp_path):
+    root = _write_tree(tmp_path)
+    (s1, _) = steering.load_sessions(root)
+    smooth = steering.smooth_steering(s1, 0.25)  # frames 0.1 s apart: 3-frame mean inside
+    np.testing.assert_allclose(smooth.steering[1:-1], s1.steering[1:-1], atol=1e-6)  # linear
+    np.testing.assert_allclose(smooth.steering[0], s1.steering[:2].mean(), atol=1e-6)
+    assert smooth.frame_paths == s1.frame_paths
+    np.testing.assert_allclose(s1.steering, np.arange(10) / 20, atol=1e-6)  # left unchanged
+    # Rows 0-1 and 6-7 cropped away: marks them so the crop is visible.
+    img = np.zeros((8, 16, 3), np.uint8)
+    img[:2] = 255
+    img[6:] = 255
+    Image.fromarray(img).save(s1.frame_paths[0], quality=100)
+    frames = steering.load_frames(s1, crop=(2, 2), cache_dir=tmp_path / "c")
+    assert frames.shape == (10, 3, 4, 16) and int(frames[0].max()) < 40
+    uncropped = steering.load_frames(s1, cache_dir=tmp_path / "c")
+    assert uncropped.shape == (10, 3, 8, 16) and int(uncropped[0].max()) > 200
+    resized = steering.load_frames(s1, size=(2, 8), crop=(2, 2), use_cache=False)
+    assert resized.shape == (10, 3, 2, 8)
+    with pytest.raises(ConfigError, match="crop"):
+        steering.load_frames(s1, crop=(-1, 0))
+    with pytest.raises(ConfigError, match="crop"):
+        steering.load_frames(s1, crop=(4, 4), use_cache=False)
+    sets = steering.load_steering(root, seq_len=2, use_cache=False, smooth_s=0.25, crop=(2, 2))
+    assert sets["train"][0][0].shape == (2, 3, 4, 16)
+    np.testing.assert_allclose(sets["train"][0][1].numpy(), smooth.steering[:2], atol=1e-6)

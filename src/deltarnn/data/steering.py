@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from . import root as _root
 from ._dataset import Split
 from ._files import fingerprint, hash_key
@@ -77,6 +77,47 @@ class SteeringSession:
             self.brake[start:stop],
             self.speed[start:stop],
         )
+
+
+def moving_average(values: np.ndarray, time_s: np.ndarray, window_s: float) -> np.ndarray:
+    """Centred moving average over time stamps: the mean of every value with
+    ``|time_s[j] - time_s[i]| <= window_s / 2``.
+
+    A time-based window, so frames recorded at an uneven rate are averaged over the same duration.
+    Keyboard steering is a train of short taps; its moving average is the turn the driver meant.
+
+    Args:
+        values: (N,) numbers.
+        time_s: (N,) increasing seconds.
+        window_s: window length in seconds, >= 0 (0 returns a copy).
+
+    Returns:
+        (N,) float32.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    t = np.asarray(time_s, dtype=np.float64)
+    if v.ndim != 1 or v.shape != t.shape:
+        raise ShapeError(f"values and time_s must both be (N,), got {v.shape} and {t.shape}")
+    if not (np.isfinite(window_s) and window_s >= 0):
+        raise ConfigError(f"window_s must be finite and >= 0, got {window_s}")
+    if v.size and np.any(np.diff(t) < 0):
+        raise ConfigError("time_s must be non-decreasing")
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    lo = np.searchsorted(t, t - window_s / 2, side="left")
+    hi = np.searchsorted(t, t + window_s / 2, side="right")
+    return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
+
+
+def smooth_steering(session: SteeringSession, window_s: float) -> SteeringSession:
+    """The session with its steering replaced by :func:`moving_average` over ``window_s``.
+
+    Smooth each whole session *before* :func:`temporal_split`, or the window is cut at the split;
+    the averaged labels near a cut then include a few frames of the neighbouring piece (at most
+    ``window_s / 2`` seconds), which is a statement about labels, not images.
+    """
+    return dataclasses.replace(
+        session, steering=moving_average(session.steering, session.time_s, window_s)
+    )
 
 
 def steering_dir(root: PathLike | None = None) -> Path:
@@ -174,11 +215,21 @@ def temporal_split(
     return Split(**parts)
 
 
-def _decode(path: Path, size: tuple[int, int] | None, grayscale: bool) -> np.ndarray:
+def _decode(
+    path: Path, size: tuple[int, int] | None, grayscale: bool, crop: tuple[int, int]
+) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
         img = img.convert("L" if grayscale else "RGB")
+        top, bottom = crop
+        if top or bottom:
+            if top + bottom >= img.height:
+                raise ConfigError(
+                    f"crop={crop} removes all {img.height} rows of {path.name}: need "
+                    "top + bottom < height"
+                )
+            img = img.crop((0, top, img.width, img.height - bottom))
         if size is not None:
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         a = np.asarray(img, dtype=np.uint8)
@@ -191,12 +242,15 @@ def load_frames(
     grayscale: bool = False,
     use_cache: bool = True,
     cache_dir: PathLike | None = None,
+    crop: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
     """Decode a session's JPEGs into one uint8 tensor (N, C, H, W).
 
     Args:
         session: the frames.
-        size: ``(height, width)`` to resize to (bilinear), or ``None`` for the stored size.
+        size: ``(height, width)`` to resize to (bilinear, after ``crop``), or ``None`` for the
+            stored (cropped) size.
+        crop: ``(top, bottom)`` rows of the stored image to drop before resizing (sky, hood).
         grayscale: one luminance channel instead of RGB.
         use_cache: keep the decoded tensor as one safetensors file (keyed by every frame's
             fingerprint, ``size`` and ``grayscale``), so later epochs and runs skip decoding.
@@ -211,9 +265,12 @@ def load_frames(
         if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
             raise ConfigError(f"size must be (height, width) positive ints or None, got {size}")
         size = (int(size[0]), int(size[1]))
+    if len(crop) != 2 or any(int(v) != v or v < 0 for v in crop):
+        raise ConfigError(f"crop must be (top, bottom) ints >= 0, got {crop}")
+    crop = (int(crop[0]), int(crop[1]))
 
     def build() -> dict[str, np.ndarray]:
-        frames = [_decode(p, size, grayscale) for p in session.frame_paths]
+        frames = [_decode(p, size, grayscale, crop) for p in session.frame_paths]
         shapes = {f.shape for f in frames}
         if len(shapes) > 1:
             raise DataIntegrityError(
@@ -233,6 +290,8 @@ def load_frames(
         "size": size,
         "grayscale": grayscale,
     }
+    if crop != (0, 0):  # only when set, so caches of uncropped frames stay valid
+        description["crop"] = list(crop)
     return torch.from_numpy(cache.get_or_compute(description, build)["frames"])
 
 
@@ -247,7 +306,7 @@ class SteeringDataset(Dataset):
         sessions: session pieces, e.g. one list of :func:`temporal_split`.
         seq_len: L, frames per window, >= 1.
         stride: step between window starts, >= 1 (default ``seq_len``: no overlap).
-        size, grayscale, use_cache, cache_dir: see :func:`load_frames`.
+        size, grayscale, use_cache, cache_dir, crop: see :func:`load_frames`.
     """
 
     def __init__(
@@ -259,6 +318,7 @@ class SteeringDataset(Dataset):
         grayscale: bool = False,
         use_cache: bool = True,
         cache_dir: PathLike | None = None,
+        crop: tuple[int, int] = (0, 0),
     ) -> None:
         stride = seq_len if stride is None else stride
         if seq_len < 1 or stride < 1:
@@ -266,7 +326,9 @@ class SteeringDataset(Dataset):
         self.sessions = list(sessions)
         self.seq_len = seq_len
         self.stride = stride
-        self.frames = [load_frames(s, size, grayscale, use_cache, cache_dir) for s in self.sessions]
+        self.frames = [
+            load_frames(s, size, grayscale, use_cache, cache_dir, crop) for s in self.sessions
+        ]
         self.steering = [torch.from_numpy(s.steering.copy()) for s in self.sessions]
         self.windows: list[tuple[int, int]] = [
             (k, start)
@@ -299,11 +361,20 @@ def load_steering(
     grayscale: bool = False,
     use_cache: bool = True,
     cache_dir: PathLike | None = None,
+    crop: tuple[int, int] = (0, 0),
+    smooth_s: float = 0.0,
 ) -> dict[str, SteeringDataset]:
     """Steering datasets per temporal split: ``{"train", "test"}`` plus ``"val"`` when
-    ``val_fraction`` > 0. Arguments as in :func:`temporal_split` and :class:`SteeringDataset`."""
-    parts = temporal_split(load_sessions(root), train_fraction, val_fraction)
+    ``val_fraction`` > 0. Labels are smoothed over ``smooth_s`` seconds first
+    (:func:`smooth_steering` on each whole session; 0: raw labels). Other arguments as in
+    :func:`temporal_split` and :class:`SteeringDataset`."""
+    sessions = load_sessions(root)
+    if smooth_s:
+        sessions = [smooth_steering(s, smooth_s) for s in sessions]
+    parts = temporal_split(sessions, train_fraction, val_fraction)
     return {
-        name: SteeringDataset(pieces, seq_len, stride, size, grayscale, use_cache, cache_dir)
+        name: SteeringDataset(
+            pieces, seq_len, stride, size, grayscale, use_cache, cache_dir, crop=crop
+        )
         for name, pieces in parts.as_dict().items()
     }
