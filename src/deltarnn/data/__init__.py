@@ -14,7 +14,9 @@ module             items                                        splits
 =================  ==========================================  ===================================
 
 Batch with :func:`collate_sequences` (classification) or :func:`collate_ctc` (CTC), and
-standardise features with a :class:`FeatureNormalizer` fitted on the training split.
+standardise features with a :class:`FeatureNormalizer` fitted on the training split. Training-time
+augmentation of audio features (speed perturbation, tempo stretch, SpecAugment masks) is in
+:mod:`.augment`; steering labels are smoothed with :func:`smooth_steering`.
 """
 
 from .asterisk import (
@@ -25,6 +27,14 @@ from .asterisk import (
     normalize_text,
     prepare_asterisk,
     split_utterances,
+)
+from .augment import (
+    FeatureAugment,
+    pick_versions,
+    spec_mask,
+    speed_perturb,
+    speed_perturbed_features,
+    time_stretch,
 )
 from .collate import collate_ctc, collate_sequences, pad_sequences
 from .digit_strings import (
@@ -54,6 +64,8 @@ from .steering import (
     load_frames,
     load_sessions,
     load_steering,
+    moving_average,
+    smooth_steering,
     temporal_split,
 )
 
@@ -66,6 +78,7 @@ __all__ = [
     "DigitStringDataset",
     "DownloadError",
     "FSDDDataset",
+    "FeatureAugment",
     "FeatureCache",
     "FeatureNormalizer",
     "FeatureParams",
@@ -89,13 +102,20 @@ __all__ = [
     "load_sessions",
     "load_steering",
     "log_mel",
+    "moving_average",
     "normalize_text",
     "pad_sequences",
+    "pick_versions",
     "plan_digit_strings",
     "prepare_asterisk",
+    "smooth_steering",
+    "spec_mask",
+    "speed_perturb",
+    "speed_perturbed_features",
     "split_by_speaker",
     "split_by_take",
     "split_utterances",
     "synthesize",
     "temporal_split",
+    "time_stretch",
 ]
