@@ -17,6 +17,7 @@ from .errors import (
     ShapeError,
     ThresholdError,
 )
+from .export import export_c
 from .nn import (
     DeltaGRU,
     DeltaGRUCell,
@@ -46,6 +47,7 @@ __all__ = [
     "ShapeError",
     "ThresholdError",
     "__version__",
+    "export_c",
     "from_torch",
     "functional",
     "measure",

@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": "deltarnn.cli.eval",
     "sweep": "deltarnn.cli.sweep",
     "bench": "deltarnn.cli.bench",
+    "export-c": "deltarnn.cli.export_c",
 }
 
 

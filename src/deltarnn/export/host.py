@@ -1,0 +1,190 @@
+"""An exported model compiled for this machine and stepped from Python through ctypes.
+
+This is how an export is checked before it goes to a device: the same C files, built with the
+host's C compiler, fed the frames the Python streamer is fed. A small shim compiled beside the
+model (never part of the export) gives Python the struct size, a loop over many frames, and a
+per-frame timer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError, ShapeError
+from .c_export import CExport
+
+_ULONG = np.dtype(f"u{ctypes.sizeof(ctypes.c_ulong)}")  # the state's counters, unsigned long
+# The flags the exported files must compile cleanly with (tests use these).
+STRICT_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
+
+_SHIM = """\
+#define _POSIX_C_SOURCE 199309L
+#include <time.h>
+
+#include "{p}.h"
+
+unsigned long deltarnn_host_state_size(void)
+{{
+    return sizeof({p}_state);
+}}
+
+void deltarnn_host_reset({p}_state *s)
+{{
+    {p}_reset(s);
+}}
+
+/* Step `steps` frames; sent[t] gets sent_x of every layer, then sent_h of every layer. */
+void deltarnn_host_run({p}_state *s, const float *frames, long steps, float *outs,
+                       unsigned long *sent)
+{{
+    long t;
+    int l;
+    for (t = 0; t < steps; ++t) {{
+        {p}_step(s, frames + t * {P}_INPUT_SIZE, outs + t * {P}_OUTPUT_SIZE);
+        for (l = 0; l < {P}_NUM_LAYERS; ++l) {{
+            sent[t * 2 * {P}_NUM_LAYERS + l] = s->sent_x[l];
+            sent[t * 2 * {P}_NUM_LAYERS + {P}_NUM_LAYERS + l] = s->sent_h[l];
+        }}
+    }}
+}}
+
+static double deltarnn_host_ns(const struct timespec *a, const struct timespec *b)
+{{
+    return 1e9 * (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec);
+}}
+
+/* Step `steps` frames, timing each step alone (ns[t]); ns_timer gets the cost of an empty
+ * interval, i.e. what the clock itself adds to each reading. */
+void deltarnn_host_time({p}_state *s, const float *frames, long steps, float *out, double *ns,
+                        double *ns_timer)
+{{
+    struct timespec a, b;
+    long t;
+    for (t = 0; t < steps; ++t) {{
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        {p}_step(s, frames + t * {P}_INPUT_SIZE, out);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        ns[t] = deltarnn_host_ns(&a, &b);
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        ns_timer[t] = deltarnn_host_ns(&a, &b);
+    }}
+}}
+"""
+
+
+def find_compiler() -> str | None:
+    """The C compiler to use: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH; ``None``
+    when there is none."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def compile_c(sources: list[Path], output: Path, args: list[str], cc: str | None = None) -> None:
+    """Run the C compiler; a failure raises :class:`~deltarnn.errors.BackendError` with its
+    message."""
+    cc = cc or find_compiler()
+    if cc is None:
+        raise BackendError("no C compiler found (set $CC or install gcc, e.g. apt-get install gcc)")
+    cmd = [cc, *args, *map(str, sources), "-o", str(output)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BackendError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+
+
+class HostBuild:
+    """An export compiled as a shared library for this machine, stepped through ctypes.
+
+    Args:
+        export: what :func:`~deltarnn.export.export_c` returned.
+        cc: the C compiler (default :func:`find_compiler`).
+        flags: compiler flags (default :data:`STRICT_FLAGS`, warnings are errors).
+
+    Example::
+
+        build = HostBuild(export_c(model, "out"))
+        out, sent_x, sent_h = build.run(frames)   # frames (T, I) float32
+    """
+
+    def __init__(
+        self, export: CExport, *, cc: str | None = None, flags: tuple[str, ...] = STRICT_FLAGS
+    ):
+        self.export = export
+        model = export.model
+        self.input_size, self.output_size = model.input_size, model.output_size
+        self.num_layers = len(model.layers)
+        self._dir = tempfile.TemporaryDirectory(prefix="deltarnn-host-")
+        build = Path(self._dir.name)
+        prefix = export.prefix
+        shim = build / "host_shim.c"
+        shim.write_text(_SHIM.format(p=prefix, P=prefix.upper()))
+        library = build / f"lib{prefix}.so"
+        args = [*flags, "-fPIC", "-shared", f"-I{export.out_dir}"]
+        libs = ["-lm"] if model.gates == "libm" else []
+        compile_c([export.source, shim], library, args + libs, cc)
+        self._lib = ctypes.CDLL(str(library))
+        self._lib.deltarnn_host_state_size.restype = ctypes.c_ulong
+        self.state_size = int(self._lib.deltarnn_host_state_size())
+        self._state = ctypes.create_string_buffer(self.state_size)
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh stream (``<prefix>_reset``)."""
+        self._lib.deltarnn_host_reset(self._state)
+
+    def _frames(self, frames) -> np.ndarray:
+        frames = np.ascontiguousarray(np.asarray(frames, dtype=np.float32))
+        if frames.ndim != 2 or frames.shape[1] != self.input_size:
+            raise ShapeError(
+                f"frames must have shape (T, {self.input_size}), got {tuple(frames.shape)}"
+            )
+        return frames
+
+    def run(self, frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step every frame, continuing the stream.
+
+        Args:
+            frames: (T, I) float32.
+
+        Returns:
+            ``(out (T, O), sent_x (T, L), sent_h (T, L))``: the step's outputs and each layer's
+            send counts.
+        """
+        frames = self._frames(frames)
+        steps = frames.shape[0]
+        outs = np.zeros((steps, self.output_size), np.float32)
+        sent = np.zeros((steps, 2, self.num_layers), _ULONG)
+        self._lib.deltarnn_host_run(
+            self._state, _ptr(frames), ctypes.c_long(steps), _ptr(outs), _ptr(sent)
+        )
+        return outs, sent[:, 0].astype(np.int64), sent[:, 1].astype(np.int64)
+
+    def time_steps(self, frames) -> tuple[np.ndarray, np.ndarray]:
+        """Step every frame, timing each step inside C (``clock_gettime``), continuing the stream.
+
+        Returns:
+            ``(ns (T,), timer_ns (T,))``: nanoseconds per step, and the cost of an empty timed
+            interval taken after each (what the clock adds to a reading).
+        """
+        frames = self._frames(frames)
+        steps = frames.shape[0]
+        out = np.zeros(self.output_size, np.float32)
+        ns = np.zeros(steps, np.float64)
+        timer = np.zeros(steps, np.float64)
+        self._lib.deltarnn_host_time(
+            self._state, _ptr(frames), ctypes.c_long(steps), _ptr(out), _ptr(ns), _ptr(timer)
+        )
+        return ns, timer
+
+
+def _ptr(a: np.ndarray) -> ctypes.c_void_p:
+    return ctypes.c_void_p(a.ctypes.data)

@@ -1,0 +1,269 @@
+"""What an export holds: a trained delta model read into plain, checked arrays.
+
+:func:`read_model` takes a :class:`~deltarnn.DeltaGRU` / :class:`~deltarnn.DeltaLSTM` (or one of
+the cells), or a model with such an ``rnn`` and an ``nn.Linear`` ``head`` (a trained
+``deltarnn.train.SequenceModel``), and returns an :class:`ExportedModel`: per layer the weights
+in the column-contiguous layout of the CPU engine (``wx`` (I, G*H), ``wh`` (H, G*H): the G*H
+weights input j feeds are one row), the initial memory (the biases), and the thresholds expanded
+per feature. 8-bit weights use the CPU engine's scheme (:func:`deltarnn.ops.cpu.pack_int8`: one
+scale per column), so the exported step computes what the int8 streamer computes.
+
+Anything the C step could not reproduce is refused here, before a file is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, DTypeError, ShapeError, ThresholdError
+from ..functional import gru_initial_memory, lstm_initial_memory
+from ..nn import DeltaGRU, DeltaLSTM
+
+WEIGHTS = ("float32", "int8")
+GATES = ("rational", "libm")
+# Loop indices and sizes are C `int`, which is only guaranteed 16 bits: keep every size below it.
+MAX_SIZE = 32767
+
+
+@dataclass(frozen=True, eq=False)
+class ExportedLayer:
+    """One recurrent layer, as the C step reads it.
+
+    Attributes:
+        kind: ``"GRU"`` (gates r|z|n, memory ``[M_r | M_z | M_xn | M_hn]``) or ``"LSTM"``
+            (i|f|g|o, memory ``[M_i | M_f | M_g | M_o]``).
+        wx: (I, G*H) float32 or int8: row j holds the weights input j feeds.
+        wh: (H, G*H) float32 or int8.
+        sx, sh: (I,) and (H,) float32 column scales of int8 weights (column j is ``s[j] * w[j]``);
+            ``None`` for float32 weights.
+        m0: (4H,) float32, the memory before anything was sent (from the biases).
+        theta_x, theta_h: (I,) and (H,) float32 thresholds.
+    """
+
+    kind: str
+    wx: np.ndarray
+    wh: np.ndarray
+    sx: np.ndarray | None
+    sh: np.ndarray | None
+    m0: np.ndarray
+    theta_x: np.ndarray
+    theta_h: np.ndarray
+
+    @property
+    def inputs(self) -> int:
+        return self.wx.shape[0]
+
+    @property
+    def hidden(self) -> int:
+        return self.wh.shape[0]
+
+    @property
+    def gates(self) -> int:
+        return self.wx.shape[1] // self.hidden
+
+
+@dataclass(frozen=True, eq=False)
+class ExportedModel:
+    """A layer stack and an optional linear head, checked and ready to write out.
+
+    Attributes:
+        layers: the recurrent layers, input first.
+        head_w: (C, H) float32 weights of the linear head, or ``None`` (the step then outputs the
+            last layer's h).
+        head_b: (C,) float32 head bias, or ``None``.
+        weights: ``"float32"`` or ``"int8"`` (the recurrent weights; the head stays float32).
+        gates: ``"rational"`` (the CPU engine's float32 approximations, no libm) or ``"libm"``.
+        pool: how the trained model pools the head's input (``"mean"``, ``"last"``), ``"frame"``
+            for a per-frame (CTC) model, ``None`` without a head.
+        source: a one-line description of the module exported.
+    """
+
+    layers: tuple[ExportedLayer, ...]
+    head_w: np.ndarray | None
+    head_b: np.ndarray | None
+    weights: str
+    gates: str
+    pool: str | None
+    source: str
+
+    @property
+    def kind(self) -> str:
+        return self.layers[0].kind
+
+    @property
+    def input_size(self) -> int:
+        return self.layers[0].inputs
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].hidden if self.head_w is None else self.head_w.shape[0]
+
+
+def read_model(
+    module: nn.Module, *, weights: str = "float32", gates: str = "rational"
+) -> ExportedModel:
+    """Read and check a delta model for export (see the module docstring).
+
+    Raises:
+        ConfigError: not a delta GRU/LSTM (or a model holding one as ``rnn``), bidirectional, with
+            projections, with a training transform attached, a head that is not an
+            ``nn.Linear`` of the right size, non-finite weights, an unknown ``weights``/``gates``.
+        ShapeError: a parameter of the wrong shape. DTypeError: parameters not float32.
+        ThresholdError: a threshold negative, non-finite, or of the wrong shape.
+    """
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if gates not in GATES:
+        raise ConfigError(f"gates must be one of {GATES}, got {gates!r}")
+    rnn, head, pool = _split(module)
+    _check_supported(rnn)
+    layers = tuple(_read_layer(rnn, k, weights) for k in range(rnn.num_layers))
+    head_w = head_b = None
+    if head is not None:
+        head_w, head_b = _read_head(head, rnn.hidden_size)
+    return ExportedModel(layers, head_w, head_b, weights, gates, pool, _describe(module, rnn))
+
+
+def _split(module: nn.Module) -> tuple[DeltaGRU | DeltaLSTM, nn.Module | None, str | None]:
+    """(the delta RNN, the head or None, the pooling) of ``module``."""
+    if isinstance(module, (DeltaGRU, DeltaLSTM)):
+        return module, None, None
+    rnn, head = getattr(module, "rnn", None), getattr(module, "head", None)
+    if isinstance(rnn, (DeltaGRU, DeltaLSTM)):
+        if head is not None and not isinstance(head, nn.Linear):
+            raise ConfigError(
+                f"module.head must be an nn.Linear (the head the C step applies per frame), got "
+                f"{type(head).__name__}"
+            )
+        if head is None:
+            return rnn, None, None
+        per_frame = bool(getattr(module, "per_frame", False))
+        config = getattr(module, "config", None)
+        return rnn, head, "frame" if per_frame else getattr(config, "pool", None)
+    hint = ""
+    if isinstance(module, (nn.GRU, nn.LSTM, nn.GRUCell, nn.LSTMCell)):
+        hint = " (convert a torch module first with deltarnn.from_torch)"
+    raise ConfigError(
+        "module must be a DeltaGRU, DeltaLSTM, one of their cells, or a model with such an "
+        f"`rnn` and an nn.Linear `head`, got {type(module).__name__}{hint}"
+    )
+
+
+def _check_supported(rnn: DeltaGRU | DeltaLSTM) -> None:
+    if getattr(rnn, "bidirectional", False) or any(
+        "_reverse" in n for n, _ in rnn.named_parameters()
+    ):
+        raise ConfigError(
+            "a bidirectional RNN cannot be exported: the C step runs on a causal stream"
+        )
+    if getattr(rnn, "proj_size", 0) or any(
+        n.startswith("weight_hr") for n, _ in rnn.named_parameters()
+    ):
+        raise ConfigError("proj_size must be 0: LSTM projections cannot be exported")
+    if rnn.x_transform is not None or rnn.h_transform is not None:
+        raise ConfigError(
+            "the RNN has a training transform attached (x_transform/h_transform: fixed-point "
+            "rounding, noise or learnable thresholds), which the C step would not apply; remove "
+            "it (model.apply_method(MethodConfig()), or bake learned thresholds) before exporting"
+        )
+
+
+def _check_tensor(t: Tensor | None, name: str, shape: tuple[int, ...]) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise ShapeError(f"{name} must be a tensor of shape {shape}, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        raise ShapeError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if t.dtype != torch.float32:
+        raise DTypeError(
+            f"{name} must be float32 (the C step computes in float), got {t.dtype}; "
+            "call module.float() first"
+        )
+    t = t.detach().cpu()
+    bad = int((~torch.isfinite(t)).sum())
+    if bad:
+        raise ConfigError(f"{name} holds {bad} non-finite values (NaN or inf); cannot export it")
+    return t
+
+
+def _read_layer(rnn: DeltaGRU | DeltaLSTM, k: int, weights: str) -> ExportedLayer:
+    inputs, hidden = rnn.layer_sizes(k)
+    rows = rnn.gates * hidden
+    if max(inputs, rows + hidden) > MAX_SIZE:
+        raise ConfigError(
+            f"layer {k} is too large for the C step ({rnn.gates}*H + H = {rows + hidden}, "
+            f"I = {inputs}; each must be <= {MAX_SIZE})"
+        )
+    names = [rnn._param_name(n, k) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    w_ih, w_hh, b_ih, b_hh = rnn.layer_weights(k)
+    w_ih = _check_tensor(w_ih, names[0], (rows, inputs))
+    w_hh = _check_tensor(w_hh, names[1], (rows, hidden))
+    if rnn.bias:
+        b_ih = _check_tensor(b_ih, names[2], (rows,))
+        b_hh = _check_tensor(b_hh, names[3], (rows,))
+    else:
+        b_ih = b_hh = None
+    initial_memory = gru_initial_memory if rnn.mode == "GRU" else lstm_initial_memory
+    m0 = initial_memory(b_ih, b_hh, w_ih).numpy()
+    theta_x, theta_h = (
+        _read_threshold(getattr(rnn, f"theta_{kind}_l{k}", None), f"theta_{kind}_l{k}", size)
+        for kind, size in (("x", inputs), ("h", hidden))
+    )
+    from ..ops.cpu import pack, pack_int8  # here: importing the engine loads numba
+
+    packed = (pack_int8 if weights == "int8" else pack)(w_ih, w_hh)
+    scales = (packed.sx, packed.sh) if weights == "int8" else (None, None)
+    return ExportedLayer(rnn.mode, packed.wx, packed.wh, *scales, m0, theta_x, theta_h)
+
+
+def _read_threshold(theta: Tensor | None, name: str, size: int) -> np.ndarray:
+    """A threshold buffer (scalar or per feature) as (size,) float32, checked."""
+    if not isinstance(theta, Tensor) or theta.dim() > 1 or theta.numel() not in (1, size):
+        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
+        raise ThresholdError(f"{name} must be a scalar or of shape ({size},), got {shape}")
+    values = theta.detach().cpu().to(torch.float64).expand(size)
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise ThresholdError(f"{name} must be finite and >= 0 everywhere, got {values.tolist()}")
+    out = values.to(torch.float32).numpy().copy()
+    if not np.isfinite(out).all():  # finite in float64 but beyond float32's range
+        raise ThresholdError(f"{name} exceeds float32's range, got {values.max().item()}")
+    return out
+
+
+def _read_head(head: nn.Linear, hidden: int) -> tuple[np.ndarray, np.ndarray]:
+    classes = head.out_features
+    if head.in_features != hidden or classes > MAX_SIZE:
+        raise ShapeError(
+            f"head must be an nn.Linear({hidden}, C) with C <= {MAX_SIZE}, got "
+            f"nn.Linear({head.in_features}, {classes})"
+        )
+    w = _check_tensor(head.weight, "head.weight", (classes, hidden)).numpy().copy()
+    b = (
+        np.zeros(classes, np.float32)
+        if head.bias is None
+        else _check_tensor(head.bias, "head.bias", (classes,)).numpy().copy()
+    )
+    return w, b
+
+
+def _describe(module: nn.Module, rnn: DeltaGRU | DeltaLSTM) -> str:
+    text = f"{type(rnn).__name__}({rnn.extra_repr()})"
+    if module is not rnn:
+        text = f"{type(module).__name__} with {text}"
+    return text
+
+
+def threshold_summary(values: np.ndarray) -> str:
+    """A threshold array in a few words: one value, or its range over the features."""
+    lo, hi = float(values.min()), float(values.max())
+    if lo == hi:
+        return f"{_short(lo)} (all {values.size})"
+    return f"{_short(lo)} to {_short(hi)} per feature ({values.size})"
+
+
+def _short(v: float) -> str:
+    return f"{v:.6g}" if math.isfinite(v) else str(v)

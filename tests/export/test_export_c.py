@@ -1,0 +1,183 @@
+"""The exported C, compiled with a real compiler, against the Python streamer and dense torch.
+
+Every comparison feeds the same real FSDD frames (on a binary grid, input thresholds at its
+midpoints) to the compiled step (through ctypes or the written driver) and to the CPU engine's
+streamer, and checks outputs to float rounding and send counts exactly.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("numba")
+
+from tests.export.helpers import assert_close, midpoint_thetas, python_stream  # noqa: E402
+
+import deltarnn  # noqa: E402
+from deltarnn.export import HostBuild, export_c  # noqa: E402
+from deltarnn.export.host import STRICT_FLAGS, compile_c  # noqa: E402
+from deltarnn.export.state_dict import RNNWithHead  # noqa: E402
+
+KINDS = {"gru": deltarnn.DeltaGRU, "lstm": deltarnn.DeltaLSTM}
+
+
+def make_model(kind: str, layers: int, *, hidden=24, head=False, seed=0, thetas=True):
+    """A delta RNN on 40 inputs, per-feature thresholds at grid midpoints (Θx) and varied Θh."""
+    torch.manual_seed(seed)
+    rnn = KINDS[kind](40, hidden, layers)
+    gen = torch.Generator().manual_seed(seed + 1)
+    if thetas:
+        theta_x = [midpoint_thetas(gen, 40 if k == 0 else hidden) for k in range(layers)]
+        theta_h = [0.02 + 0.1 * torch.rand(hidden, generator=gen) for _ in range(layers)]
+        rnn.set_thresholds(theta_x, theta_h)
+    if not head:
+        return rnn
+    return RNNWithHead(rnn, nn.Linear(hidden, 10))
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_compiled_step_equals_streamer_on_fsdd(cc, fsdd_frames, tmp_path, kind, layers, weights):
+    model = make_model(kind, layers, head=layers == 2, seed=layers)
+    build = HostBuild(export_c(model, tmp_path, weights=weights), cc=cc)
+    out, sent_x, sent_h = build.run(fsdd_frames.numpy())
+    ref, ref_x, ref_h = python_stream(model, fsdd_frames, weights)
+    assert_close(out, ref)
+    np.testing.assert_array_equal(sent_x, ref_x)
+    np.testing.assert_array_equal(sent_h, ref_h)
+    # the thresholds do their job: some columns are skipped, some are sent, on every layer
+    assert 0 < sent_x.sum() < sent_x.shape[0] * 40 * layers
+    assert (sent_h.sum(0) > 0).all()
+
+
+def test_stream_continues_across_calls_and_reset_restarts(cc, fsdd_frames, tmp_path):
+    model = make_model("gru", 2)
+    build = HostBuild(export_c(model, tmp_path), cc=cc)
+    frames = fsdd_frames.numpy()
+    whole = build.run(frames)
+    build.reset()
+    first = build.run(frames[:17])
+    second = build.run(frames[17:])
+    for a, b1, b2 in zip(whole, first, second, strict=True):
+        np.testing.assert_array_equal(a, np.concatenate([b1, b2]))
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_theta_zero_equals_dense_torch(cc, fsdd_frames, tmp_path, kind):
+    model = make_model(kind, 2, head=True, thetas=False)
+    build = HostBuild(export_c(model, tmp_path), cc=cc)
+    out, sent_x, _ = build.run(fsdd_frames.numpy())
+    dense = deltarnn.to_torch(model.rnn)
+    with torch.no_grad():
+        ref = model.head(dense(fsdd_frames[:, None])[0][:, 0])
+    assert_close(out, ref)
+    # Θ = 0 sends every change: only exactly repeated values are skipped
+    changed = (fsdd_frames[1:] != fsdd_frames[:-1]).sum(1).numpy()
+    np.testing.assert_array_equal(sent_x[1:, 0], changed)
+
+
+def test_libm_gates_equal_dense_torch(cc, fsdd_frames, tmp_path):
+    model = make_model("lstm", 2, head=True, thetas=False)
+    export = export_c(model, tmp_path, gates="libm")
+    assert "#include <math.h>" in export.source.read_text()
+    out, _, _ = HostBuild(export, cc=cc).run(fsdd_frames.numpy())
+    with torch.no_grad():
+        ref = model.head(deltarnn.to_torch(model.rnn)(fsdd_frames[:, None])[0][:, 0])
+    assert_close(out, ref)
+
+
+def test_cells_export_as_one_layer(cc, fsdd_frames, tmp_path):
+    torch.manual_seed(3)
+    cell = deltarnn.DeltaLSTMCell(40, 20, theta_x=3 / 32, theta_h=0.05)
+    out, sent_x, sent_h = HostBuild(export_c(cell, tmp_path), cc=cc).run(fsdd_frames.numpy())
+    ref, ref_x, ref_h = python_stream(cell, fsdd_frames)
+    assert_close(out, ref)
+    np.testing.assert_array_equal(sent_x, ref_x)
+    np.testing.assert_array_equal(sent_h, ref_h)
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_files_compile_cleanly_with_strict_flags(cc, tmp_path, kind, weights):
+    export = export_c(make_model(kind, 2, head=True), tmp_path / "out", weights=weights)
+    flags = [*STRICT_FLAGS, "-pedantic", "-Wdouble-promotion", "-Wshadow", "-c"]
+    compile_c([export.source], tmp_path / "model.o", flags, cc)
+    # the header alone is valid C and C++-safe
+    (tmp_path / "use.c").write_text('#include "model.h"\nmodel_state s;\n')
+    compile_c([tmp_path / "use.c"], tmp_path / "use.o", [*flags, f"-I{export.out_dir}"], cc)
+
+
+@pytest.mark.parametrize("gates", ["rational", "libm"])
+def test_no_dependency_beyond_math_h(cc, tmp_path, gates):
+    export = export_c(make_model("gru", 2, head=True), tmp_path / "out", gates=gates)
+    includes = re.findall(r"#include\s*(\S+)", export.source.read_text())
+    includes += re.findall(r"#include\s*(\S+)", export.header.read_text())
+    assert includes == (['"model.h"', "<math.h>"] if gates == "libm" else ['"model.h"'])
+    obj = tmp_path / "model.o"
+    compile_c([export.source], obj, [*STRICT_FLAGS, "-ffreestanding", "-c"], cc)
+    nm = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True)
+    undefined = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
+    # a compiler may lower a loop to memset/memcpy, which every C toolchain provides
+    allowed = {"memset", "memcpy", "memmove"} | ({"tanhf", "expf"} if gates == "libm" else set())
+    assert undefined <= allowed, undefined - allowed
+
+
+def test_driver_reads_frames_and_writes_outputs_and_counts(cc, fsdd_frames, tmp_path):
+    model = make_model("gru", 2, head=True)
+    export = export_c(model, tmp_path / "out", weights="int8", with_main=True)
+    exe = tmp_path / "model_main"
+    compile_c([export.source, export.driver], exe, [*STRICT_FLAGS, "-pedantic"], cc)
+    frames = fsdd_frames.numpy()
+    frames.astype(np.float32).tofile(tmp_path / "frames.f32")
+    paths = [tmp_path / name for name in ("frames.f32", "out.f32", "counts.txt")]
+    done = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{frames.shape[0]} frames"
+    out = np.fromfile(paths[1], np.float32).reshape(frames.shape[0], 10)
+    counts = np.loadtxt(paths[2], dtype=np.int64).reshape(frames.shape[0], 2, 2)
+    ref, ref_x, ref_h = HostBuild(export, cc=cc).run(frames)
+    np.testing.assert_array_equal(out, ref)  # the same C code: bit for bit
+    np.testing.assert_array_equal(counts[:, :, 0], ref_x)
+    np.testing.assert_array_equal(counts[:, :, 1], ref_h)
+    # a file that is not whole frames is refused
+    frames[:3].tofile(paths[0])
+    with open(paths[0], "ab") as f:
+        f.write(b"\0\0\0\0")
+    done = subprocess.run([str(exe), *map(str, paths[:2])], capture_output=True, text=True)
+    assert done.returncode == 1 and "whole number of frames of 40 floats" in done.stderr
+
+
+def test_rational_gates_are_the_engines(cc, tmp_path):
+    """The C tanh/sigmoid are the numba kernels' float32 approximations (to a few ulps: the engine
+    fuses multiply-adds, plain C99 does not) and within their stated error of the exact ones."""
+    from deltarnn.ops import _cpu_kernels as kernels
+
+    export = export_c(make_model("gru", 1, hidden=4), tmp_path / "out")
+    shim = tmp_path / "gates.c"
+    shim.write_text(
+        '#include "model.c"\n'
+        "void gates(const float *a, float *t, float *s, int n)\n"
+        "{ int k; for (k = 0; k < n; ++k) { t[k] = model_tanh(a[k]); s[k] = model_sigmoid(a[k]); } }\n"
+    )
+    lib = tmp_path / "libgates.so"
+    compile_c([shim], lib, [*STRICT_FLAGS, "-fPIC", "-shared", f"-I{export.out_dir}"], cc)
+    import ctypes
+
+    gates = ctypes.CDLL(str(lib)).gates
+    a = np.concatenate([np.linspace(-12, 12, 200001), [-1e30, 1e30, 0.0]]).astype(np.float32)
+    t, s = np.zeros_like(a), np.zeros_like(a)
+    ptr = [ctypes.c_void_p(v.ctypes.data) for v in (a, t, s)]
+    gates(*ptr, ctypes.c_int(a.size))
+    engine_t = np.array([kernels._tanh_f32(v) for v in a[::50]], np.float32)
+    engine_s = np.array([kernels._sigmoid_f32(v) for v in a[::50]], np.float32)
+    np.testing.assert_allclose(t[::50], engine_t, rtol=0, atol=4e-7)
+    np.testing.assert_allclose(s[::50], engine_s, rtol=0, atol=4e-7)
+    np.testing.assert_allclose(t, np.tanh(a.astype(np.float64)), rtol=0, atol=4e-7)
+    np.testing.assert_allclose(s, 0.5 + 0.5 * np.tanh(a.astype(np.float64) / 2), rtol=0, atol=3e-7)
