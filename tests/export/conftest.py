@@ -3,6 +3,8 @@ frames of a real FSDD recording on a binary grid."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from tests.export.helpers import GRID
@@ -19,6 +21,14 @@ def cc() -> str:
             "(.ci/run does it with apt-get)"
         )
     return compiler
+
+
+@pytest.fixture(scope="session")
+def binutils() -> None:
+    """``nm`` and ``size`` (binutils, installed with gcc)."""
+    missing = [tool for tool in ("nm", "size") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"no {' or '.join(missing)} on this machine (binutils)")
 
 
 @pytest.fixture(scope="session")

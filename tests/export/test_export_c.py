@@ -115,7 +115,7 @@ def test_files_compile_cleanly_with_strict_flags(cc, tmp_path, kind, weights):
 
 
 @pytest.mark.parametrize("gates", ["rational", "libm"])
-def test_no_dependency_beyond_math_h(cc, tmp_path, gates):
+def test_no_dependency_beyond_math_h(cc, binutils, tmp_path, gates):
     export = export_c(make_model("gru", 2, head=True), tmp_path / "out", gates=gates)
     includes = re.findall(r"#include\s*(\S+)", export.source.read_text())
     includes += re.findall(r"#include\s*(\S+)", export.header.read_text())
@@ -152,6 +152,24 @@ def test_driver_reads_frames_and_writes_outputs_and_counts(cc, fsdd_frames, tmp_
         f.write(b"\0\0\0\0")
     done = subprocess.run([str(exe), *map(str, paths[:2])], capture_output=True, text=True)
     assert done.returncode == 1 and "whole number of frames of 40 floats" in done.stderr
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_memory_report_matches_the_compiled_object(cc, binutils, tmp_path, weights):
+    import ctypes
+
+    export = export_c(make_model("lstm", 2, head=True), tmp_path / "out", weights=weights)
+    report = export.memory
+    assert HostBuild(export, cc=cc).state_size == report.state_bytes(ctypes.sizeof(ctypes.c_ulong))
+    obj = tmp_path / "model.o"
+    compile_c([export.source], obj, [*STRICT_FLAGS, "-c"], cc)
+    sections = subprocess.run(["size", "-A", str(obj)], capture_output=True, text=True, check=True)
+    rodata = sum(int(line.split()[1]) for line in sections.stdout.splitlines() if ".rodata" in line)
+    # every constant is in .rodata; beyond them only the gates' coefficients and the layer table
+    assert report.read_only <= rodata <= report.read_only + 256
+    text = export.header.read_text()
+    for line in report.lines():
+        assert line in text
 
 
 def test_rational_gates_are_the_engines(cc, tmp_path):

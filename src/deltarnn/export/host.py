@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -105,32 +106,44 @@ class HostBuild:
     """An export compiled as a shared library for this machine, stepped through ctypes.
 
     Args:
-        export: what :func:`~deltarnn.export.export_c` returned.
+        export: what :func:`~deltarnn.export.export_c` returned, or the folder it wrote to.
+        prefix: the export's prefix, when ``export`` is a folder.
         cc: the C compiler (default :func:`find_compiler`).
         flags: compiler flags (default :data:`STRICT_FLAGS`, warnings are errors).
 
     Example::
 
-        build = HostBuild(export_c(model, "out"))
-        out, sent_x, sent_h = build.run(frames)   # frames (T, I) float32
+        build = HostBuild(export_c(model, "out"))   # or HostBuild("out") after `deltarnn export-c`
+        out, sent_x, sent_h = build.run(frames)     # frames (T, I) float32
     """
 
     def __init__(
-        self, export: CExport, *, cc: str | None = None, flags: tuple[str, ...] = STRICT_FLAGS
+        self,
+        export: CExport | str | os.PathLike,
+        prefix: str = "model",
+        *,
+        cc: str | None = None,
+        flags: tuple[str, ...] = STRICT_FLAGS,
     ):
-        self.export = export
-        model = export.model
-        self.input_size, self.output_size = model.input_size, model.output_size
-        self.num_layers = len(model.layers)
+        if isinstance(export, CExport):
+            folder, prefix = export.out_dir, export.prefix
+        else:
+            folder = Path(export)
+        header, source = folder / f"{prefix}.h", folder / f"{prefix}.c"
+        if not header.is_file() or not source.is_file():
+            raise FileNotFoundError(f"no {prefix}.h and {prefix}.c in {folder}")
+        sizes = dict(re.findall(rf"#define {prefix.upper()}_(\w+) (\d+)", header.read_text()))
+        self.input_size = int(sizes["INPUT_SIZE"])
+        self.output_size = int(sizes["OUTPUT_SIZE"])
+        self.num_layers = int(sizes["NUM_LAYERS"])
         self._dir = tempfile.TemporaryDirectory(prefix="deltarnn-host-")
         build = Path(self._dir.name)
-        prefix = export.prefix
         shim = build / "host_shim.c"
         shim.write_text(_SHIM.format(p=prefix, P=prefix.upper()))
         library = build / f"lib{prefix}.so"
-        args = [*flags, "-fPIC", "-shared", f"-I{export.out_dir}"]
-        libs = ["-lm"] if model.gates == "libm" else []
-        compile_c([export.source, shim], library, args + libs, cc)
+        args = [*flags, "-fPIC", "-shared", f"-I{folder}"]
+        libs = ["-lm"] if "#include <math.h>" in source.read_text() else []
+        compile_c([source, shim], library, args + libs, cc)
         self._lib = ctypes.CDLL(str(library))
         self._lib.deltarnn_host_state_size.restype = ctypes.c_ulong
         self.state_size = int(self._lib.deltarnn_host_state_size())

@@ -251,7 +251,10 @@ def _read_head(head: nn.Linear, hidden: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _describe(module: nn.Module, rnn: DeltaGRU | DeltaLSTM) -> str:
-    text = f"{type(rnn).__name__}({rnn.extra_repr()})"
+    args = [str(rnn.input_size), str(rnn.hidden_size)]
+    args += [f"num_layers={rnn.num_layers}"] if rnn.num_layers > 1 else []
+    args += [] if rnn.bias else ["bias=False"]
+    text = f"{type(rnn).__name__}({', '.join(args)})"
     if module is not rnn:
         text = f"{type(module).__name__} with {text}"
     return text
