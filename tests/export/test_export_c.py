@@ -67,6 +67,13 @@ def test_stream_continues_across_calls_and_reset_restarts(cc, fsdd_frames, tmp_p
     second = build.run(frames[17:])
     for a, b1, b2 in zip(whole, first, second, strict=True):
         np.testing.assert_array_equal(a, np.concatenate([b1, b2]))
+    # frame by frame through HostBuild.step: the same stream
+    build.reset()
+    for t in range(frames.shape[0]):
+        np.testing.assert_array_equal(build.step(frames[t]), whole[0][t])
+        sent_x, sent_h = build.last_sent
+        np.testing.assert_array_equal(sent_x, whole[1][t])
+        np.testing.assert_array_equal(sent_h, whole[2][t])
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

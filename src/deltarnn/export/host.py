@@ -148,6 +148,9 @@ class HostBuild:
         self._lib.deltarnn_host_state_size.restype = ctypes.c_ulong
         self.state_size = int(self._lib.deltarnn_host_state_size())
         self._state = ctypes.create_string_buffer(self.state_size)
+        self._out = np.zeros(self.output_size, np.float32)
+        self._sent = np.zeros((2, self.num_layers), _ULONG)
+        self._step_args = (ctypes.c_long(1), _ptr(self._out), _ptr(self._sent))
         self.reset()
 
     def reset(self) -> None:
@@ -161,6 +164,21 @@ class HostBuild:
                 f"frames must have shape (T, {self.input_size}), got {tuple(frames.shape)}"
             )
         return frames
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        """One frame, (I,) float32 C-contiguous (not checked: this is the fast path).
+
+        Returns:
+            the output, (O,): a buffer that the next step overwrites (copy it to keep it).
+        """
+        steps, out, sent = self._step_args
+        self._lib.deltarnn_host_run(self._state, frame.ctypes.data, steps, out, sent)
+        return self._out
+
+    @property
+    def last_sent(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(sent_x (L,), sent_h (L,))`` of the last :meth:`step`."""
+        return self._sent[0].astype(np.int64), self._sent[1].astype(np.int64)
 
     def run(self, frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step every frame, continuing the stream.
