@@ -20,6 +20,7 @@ pytest.importorskip("numba")
 from tests.export.helpers import assert_close, midpoint_thetas, python_stream  # noqa: E402
 
 import deltarnn  # noqa: E402
+from deltarnn.errors import ShapeError  # noqa: E402
 from deltarnn.export import HostBuild, export_c  # noqa: E402
 from deltarnn.export.host import STRICT_FLAGS, compile_c  # noqa: E402
 from deltarnn.export.state_dict import RNNWithHead  # noqa: E402
@@ -74,6 +75,10 @@ def test_stream_continues_across_calls_and_reset_restarts(cc, fsdd_frames, tmp_p
         sent_x, sent_h = build.last_sent
         np.testing.assert_array_equal(sent_x, whole[1][t])
         np.testing.assert_array_equal(sent_h, whole[2][t])
+    with pytest.raises(ShapeError, match=r"frame must have shape \(40,\)"):
+        build.step(frames[:2, :20])
+    with pytest.raises(ShapeError, match=r"frames must have shape \(T, 40\)"):
+        build.run(frames[:, :39])
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

@@ -146,11 +146,15 @@ class HostBuild:
         compile_c([source, shim], library, args + libs, cc)
         self._lib = ctypes.CDLL(str(library))
         self._lib.deltarnn_host_state_size.restype = ctypes.c_ulong
+        pointer, long = ctypes.c_void_p, ctypes.c_long
+        self._lib.deltarnn_host_reset.argtypes = [pointer]
+        self._lib.deltarnn_host_run.argtypes = [pointer, pointer, long, pointer, pointer]
+        self._lib.deltarnn_host_time.argtypes = [pointer, pointer, long, pointer, pointer, pointer]
         self.state_size = int(self._lib.deltarnn_host_state_size())
         self._state = ctypes.create_string_buffer(self.state_size)
         self._out = np.zeros(self.output_size, np.float32)
         self._sent = np.zeros((2, self.num_layers), _ULONG)
-        self._step_args = (ctypes.c_long(1), _ptr(self._out), _ptr(self._sent))
+        self._step_args = (1, self._out.ctypes.data, self._sent.ctypes.data)
         self.reset()
 
     def reset(self) -> None:
@@ -166,11 +170,25 @@ class HostBuild:
         return frames
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        """One frame, (I,) float32 C-contiguous (not checked: this is the fast path).
+        """One frame.
+
+        Args:
+            frame: (I,) float32 (another layout or dtype is checked and copied in).
 
         Returns:
             the output, (O,): a buffer that the next step overwrites (copy it to keep it).
         """
+        if (
+            not isinstance(frame, np.ndarray)
+            or frame.dtype != np.float32
+            or frame.shape != (self.input_size,)
+            or not frame.flags.c_contiguous
+        ):
+            frame = np.ascontiguousarray(frame, dtype=np.float32)
+            if frame.shape != (self.input_size,):
+                raise ShapeError(
+                    f"frame must have shape ({self.input_size},), got {tuple(frame.shape)}"
+                )
         steps, out, sent = self._step_args
         self._lib.deltarnn_host_run(self._state, frame.ctypes.data, steps, out, sent)
         return self._out
@@ -195,7 +213,7 @@ class HostBuild:
         outs = np.zeros((steps, self.output_size), np.float32)
         sent = np.zeros((steps, 2, self.num_layers), _ULONG)
         self._lib.deltarnn_host_run(
-            self._state, _ptr(frames), ctypes.c_long(steps), _ptr(outs), _ptr(sent)
+            self._state, frames.ctypes.data, steps, outs.ctypes.data, sent.ctypes.data
         )
         return outs, sent[:, 0].astype(np.int64), sent[:, 1].astype(np.int64)
 
@@ -211,11 +229,6 @@ class HostBuild:
         out = np.zeros(self.output_size, np.float32)
         ns = np.zeros(steps, np.float64)
         timer = np.zeros(steps, np.float64)
-        self._lib.deltarnn_host_time(
-            self._state, _ptr(frames), ctypes.c_long(steps), _ptr(out), _ptr(ns), _ptr(timer)
-        )
+        pointers = (a.ctypes.data for a in (out, ns, timer))
+        self._lib.deltarnn_host_time(self._state, frames.ctypes.data, steps, *pointers)
         return ns, timer
-
-
-def _ptr(a: np.ndarray) -> ctypes.c_void_p:
-    return ctypes.c_void_p(a.ctypes.data)
