@@ -29,3 +29,7 @@ class ConfigError(DeltaRNNError, ValueError):
 
 class BackendError(DeltaRNNError, RuntimeError):
     """The requested backend is unknown, unavailable, or cannot run this call."""
+
+
+class RunFolderError(DeltaRNNError, RuntimeError):
+    """A run folder or checkpoint is incomplete, corrupt, or belongs to another config."""

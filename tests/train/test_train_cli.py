@@ -75,7 +75,7 @@ def test_train_eval_sweep_end_to_end(tmp_path, fsdd, capsys):
     ]  # fmt: skip
     run = tmp_path / "run"
     assert main(["train", *tiny, "--out", str(run), "--quiet", "--threads", "1"]) == 0
-    for name in ("config.json", "model.safetensors", "metrics.json", "ckpt/optimizer.pt"):
+    for name in ("config.json", "model.safetensors", "metrics.json", "ckpt-000001/optimizer.json"):
         assert (run / name).exists(), name
     assert main(["eval", str(run), "--theta", "0.3", "--json", str(tmp_path / "e.json")]) == 0
     report = json.loads((tmp_path / "e.json").read_text())

@@ -9,7 +9,8 @@ import torch.multiprocessing as mp
 
 from deltarnn.data import FeatureNormalizer
 from deltarnn.train import TrainConfig, train
-from deltarnn.train.loop import Data, build_model, load_weights
+from deltarnn.train.checkpoint import load_weights
+from deltarnn.train.runner import Data, build_model
 
 
 class _Sequences:

@@ -8,7 +8,7 @@ import torch
 from deltarnn.errors import ConfigError
 from deltarnn.train import TrainConfig, batch_plan, greedy_decode, train
 from deltarnn.train.ctc import edit_distance
-from deltarnn.train.loop import load_weights
+from deltarnn.train.checkpoint import load_weights
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +108,7 @@ def test_resume_after_epoch_one_equals_uninterrupted(tmp_path, fsdd):
     full = train(cfg, tmp_path / "full", progress=False, evaluate_at_end=False)
     part = train(cfg, tmp_path / "part", progress=False, stop_after_epochs=1)
     assert part == {"interrupted_at_epoch": 1}
-    assert json.loads((tmp_path / "part/ckpt/state.json").read_text())["epoch"] == 1
+    assert json.loads((tmp_path / "part/ckpt-000001/state.json").read_text())["epoch"] == 1
     resumed = train(cfg, tmp_path / "part", progress=False, evaluate_at_end=False)
     a = load_weights(tmp_path / "full/model.safetensors")
     b = load_weights(tmp_path / "part/model.safetensors")

@@ -147,7 +147,12 @@ def test_learnable_encoder_matches_fixed_threshold_and_gets_gradient():
     x = (torch.randint(-16, 16, (9, 3, 4)) / 8.0).double()
     theta = 0.3125
     enc = LearnableDeltaEncoder(torch.tensor(theta, dtype=torch.float64))
-    x_hat = enc(x)
+    x_hat, last, soft = enc(x)
+    assert torch.equal(last, x_hat[-1]) and soft.shape == x.shape
+    # The state is explicit: two halves from the returned x̂ give the one-pass result.
+    first, mid, _ = enc(x[:4])
+    second, _, _ = enc(x[4:], mid)
+    torch.testing.assert_close(torch.cat([first, second]), x_hat)
     # Feeding x̂ to a Θ = 0 encoding sends exactly where a Θ encoding of x sends.
     from deltarnn.functional import delta_encode
 
@@ -156,7 +161,7 @@ def test_learnable_encoder_matches_fixed_threshold_and_gets_gradient():
     torch.testing.assert_close(d_hat, d_ref)
     (x_hat * torch.randn_like(x_hat)).sum().backward()
     assert enc.log_theta.grad is not None and enc.log_theta.grad.abs() > 0
-    occ = enc.soft_occupancy()
+    occ = enc.soft_occupancy(soft)
     assert 0 < occ.item() < 1
 
 
@@ -171,8 +176,8 @@ def test_learnable_threshold_model_trains_and_bakes():
     before = [e.theta.detach().clone() for e in encoders]
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(3):
-        loss = torch.nn.functional.cross_entropy(model(x, lengths), labels)
-        loss = loss + model.occupancy_cost(lengths)
+        out = model.run(x, lengths)
+        loss = torch.nn.functional.cross_entropy(out.y, labels) + out.soft_occupancy
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -193,7 +198,9 @@ def test_dense_fast_path_equals_the_delta_module_at_theta_zero(kind):
     torch.manual_seed(0)
     model = SequenceModel(ModelConfig(kind=kind, hidden_size=6, num_layers=2), 3, 4).double()
     x, lengths = torch.randn(7, 2, 3, dtype=torch.float64), torch.tensor([7, 5])
-    assert model._dense_fast_path()
+    from deltarnn.train.model import _is_dense
+
+    assert _is_dense(model.rnn)
     fast = model(x, lengths)
     (fast.sum()).backward()
     grads = [p.grad.clone() for p in model.parameters()]

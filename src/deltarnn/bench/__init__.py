@@ -3,10 +3,10 @@
 * :func:`run_benchmark` (a :class:`BenchConfig` in, :class:`BenchRow` rows out),
 * :func:`format_table` / :func:`to_json` to print them,
 * :func:`add_arguments` / :func:`run` for a CLI subcommand, :func:`cli_main` for scripts,
-* :func:`cost_model_speedup`, the bound every measured speed-up is compared with.
+* :func:`compute_speedup_bound`, the bound every measured speed-up is compared with.
 """
 
-from .bound import cost_model_speedup
+from .bound import compute_speedup_bound
 from .cli import add_arguments, cli_main, config_from_args, run
 from .harness import METHODS, BenchConfig, BenchRow, run_benchmark, threads
 from .inputs import calibrate, controlled_sequence, fsdd_log_mel
@@ -21,7 +21,7 @@ __all__ = [
     "cli_main",
     "config_from_args",
     "controlled_sequence",
-    "cost_model_speedup",
+    "compute_speedup_bound",
     "format_table",
     "fsdd_log_mel",
     "run",

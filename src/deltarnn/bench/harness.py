@@ -16,7 +16,7 @@ Methods:
   timed sequence is in ``extra["max_abs_dev"]``.
 
 Each delta method's speed-up over ``torch_gru`` is divided by the cost model's bound
-(:func:`deltarnn.bench.bound.cost_model_speedup`) at the occupancies measured on the timed steps.
+(:func:`deltarnn.cost.compute_speedup_bound`) at the occupancies measured on the timed steps.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .. import functional as F
 from ..errors import ConfigError
 from ..ops import load_backend
 from ..ops import reference as reference_backend
-from .bound import cost_model_speedup
+from .bound import compute_speedup_bound
 from .inputs import THETA_X, calibrate, controlled_sequence, fsdd_log_mel
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ def _measure_case(case: _Case, config: BenchConfig, run_delta: Callable) -> list
     _, _, counts = run_delta(case.x, case.state, w_ih, w_hh, case.theta_x, case.theta_h, True)
     occ_x = counts.nx.double().mean().item() / inputs
     occ_h = counts.nh.double().mean().item() / hidden
-    bound = cost_model_speedup("GRU", inputs, hidden, occ_x, occ_h)
+    bound = compute_speedup_bound("GRU", inputs, hidden, occ_x, occ_h)
     timers = _timers(case, config.methods)
     with torch.inference_mode():
         times = _time_interleaved(timers, config.repeats, config.warmup, clock(config.threads))

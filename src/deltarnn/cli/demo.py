@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train import TrainConfig, evaluate, load_data, load_model, train
-    from ..train.report import plot, summarise
+    from ..train import ReportSpec, TrainConfig, evaluate_run, load_data, load_model, train
+    from ..train.results import plot, summarise
     from ..train.sweep import make_row
 
     torch.set_num_threads(args.threads)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         f"(features ready after {time.time() - start:.0f} s)"
     )
     dense_dir = out / "dense"
-    dense = train(base, dense_dir, resume=False, progress=True)
+    dense = train(base, dense_dir, resume=False, force=True, progress=True)
     delta_cfg = base.with_overrides(
         [
             f"epochs={args.delta_epochs}",
@@ -56,14 +56,13 @@ def run(args: argparse.Namespace) -> int:
             f"method.init_from={str(dense_dir)!r}".replace("'", '"'),
         ]
     )
-    delta = train(delta_cfg, out / "delta", resume=False, progress=True)
-    rows = [make_row(base, "dense", dense, dense["value"])]
+    delta = train(delta_cfg, out / "delta", resume=False, force=True, progress=True)
+    rows = [make_row(base, "dense", dense, None, None)]
     model, cfg, _ = load_model(dense_dir)
-    for theta in (args.theta,):
-        model.rnn.set_thresholds(theta, theta)
-        cfg.model.theta_x = cfg.model.theta_h = theta
-        rows.append(make_row(cfg, "converted", evaluate(model, data), dense["value"]))
-    rows.append(make_row(delta_cfg, "delta", delta, dense["value"]))
+    model.rnn.set_thresholds(args.theta, args.theta)
+    cfg.model.theta_x = cfg.model.theta_h = args.theta
+    rows.append(make_row(cfg, "converted", evaluate_run(model, data).to_dict(), rows[0], None))
+    rows.append(make_row(delta_cfg, "delta", delta, rows[0], None))
     print(f"\ndense GRU: test accuracy {100 * dense['value']:.1f}%")
     print(dense["cost_table"])
     print(
@@ -74,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
     print("\nmethod      Θ    accuracy  MAC reduction  occupancy x  occupancy h")
     for r in rows:
         print(
-            f"{r['method']:<10} {r['theta_x']:4.2f}  {100 * r['value']:7.1f}%  "
-            f"{r['mac_reduction']:12.1f}x  {100 * r['occupancy_x']:10.1f}%  "
-            f"{100 * r['occupancy_h']:10.1f}%"
+            f"{r.method:<10} {r.theta_x:4.2f}  {100 * r.value:7.1f}%  "
+            f"{r.mac_reduction:12.1f}x  {100 * r.occupancy_x:10.1f}%  "
+            f"{100 * r.occupancy_h:10.1f}%"
         )
-    plot(summarise(rows), out / "plot.png")
+    spec = ReportSpec(f"FSDD digits, split by {args.split}", target=9.0, percent=True)
+    plot(summarise(rows, spec), spec, [out / "plot.png"])
     print(f"\nplot: {out / 'plot.png'}   ({time.time() - start:.0f} s in all)")
     return 0

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train import evaluate, load_model
+    from ..train import evaluate_run, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -28,15 +28,17 @@ def run(args: argparse.Namespace) -> int:
     theta_x = args.theta_x if args.theta_x is not None else args.theta
     theta_h = args.theta_h if args.theta_h is not None else args.theta
     model.rnn.set_thresholds(theta_x, theta_h)
-    metrics = evaluate(model, data, progress=True)
+    metrics = evaluate_run(model, data, progress=True).to_dict()
+    total = metrics["cost"]["total"]
     print(
         json.dumps(
             {
                 "metric": metrics["metric"],
                 "value": metrics["value"],
-                **{k: metrics[k] for k in ("string_accuracy",) if k in metrics},
-                "mac_reduction": metrics["cost"]["total"]["mac_reduction"],
-                "weight_byte_reduction": metrics["cost"]["total"]["weight_byte_reduction"],
+                **{k: metrics[k] for k in ("exact",) if k in metrics},
+                "mac_reduction": total["mac_reduction"],
+                "ops_reduction": total["compute_speedup"],
+                "weight_byte_reduction": total["weight_byte_reduction"],
             }
         )
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "run a sweep file (resumable), append rows to its results.json, render table and plot"
 
@@ -16,19 +15,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.report import render
-    from ..train.sweep import SweepConfig, run_sweep, set_threads
+    import torch
 
-    set_threads(args.threads)
+    from ..train.results import render
+    from ..train.sweep import SweepConfig, run_sweep
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     sweep = SweepConfig.load(args.config)
-    results = Path(sweep.results)
 
-    def draw(path: Path) -> None:
-        text = render(path, path.with_name("table.md"), path.with_name("plot.png"))
-        print(text)
-        print(f"wrote {path}, {path.with_name('table.md')}, {path.with_name('plot.png')}")
+    def draw(path) -> None:
+        table, plot = path.with_name("table.md"), path.with_name("plot.png")
+        print(render(path, sweep.report, table, [plot]))
+        print(f"wrote {path}, {table}, {plot}")
 
     if not args.render_only:
         run_sweep(sweep, progress=not args.quiet, render=draw)
-    draw(results)
+    draw(sweep.results)
     return 0

@@ -39,7 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, config, metrics)")
     p.add_argument(
-        "--no-resume", action="store_true", help="start over even if a checkpoint exists"
+        "--no-resume",
+        action="store_true",
+        help="start over: clear the folder's checkpoints and results (same config only)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="the folder holds a run of another config: discard it and start this one",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -52,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
-    metrics = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    metrics = train(
+        cfg, args.out, resume=not args.no_resume, force=args.force, progress=not args.quiet
+    )
     if "interrupted_at_epoch" in metrics:
         return 1
     if "cost_table" in metrics:

@@ -55,7 +55,7 @@ class StepCost:
 
 def matvec_cost(n: int, occupancy: float) -> StepCost:
     """The paper's n×n matrix-vector product at occupancy ``o`` (a fraction in [0, 1])."""
-    return _cost(rows=n, columns=n, sent=occupancy * n)
+    return product_cost(rows=n, columns=n, sent=occupancy * n)
 
 
 def layer_step_cost(
@@ -73,31 +73,58 @@ def layer_step_cost(
         if not 0.0 <= o <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {o!r}")
     sent = occupancy_x * input_size + occupancy_h * hidden_size
-    return _cost(rows=GATES[kind] * hidden_size, columns=input_size + hidden_size, sent=sent)
+    return product_cost(rows=GATES[kind] * hidden_size, columns=input_size + hidden_size, sent=sent)
 
 
-def _cost(rows: int, columns: int, sent: float) -> StepCost:
-    """A (rows × columns) product over a vector of ``columns`` elements of which ``sent`` moved."""
+def product_cost(rows: int, columns: int, sent: float, steps: int = 1) -> StepCost:
+    """The cost formula: ``steps`` products of a (rows × columns) matrix with a delta vector.
+
+    ``sent`` is the number of non-zero deltas summed over the steps (``o · columns`` for one
+    step at occupancy o). Every cost in the package comes from here: the analytic model
+    (:func:`layer_step_cost`, :func:`matvec_cost`), the counted reports
+    (:func:`deltarnn.cost.layer_cost_from_counts`) and the benchmark bounds.
+    """
     return StepCost(
-        dense_macs=rows * columns,
+        dense_macs=rows * columns * steps,
         delta_macs=rows * sent,
-        dense_ops=rows * columns,
-        delta_ops=rows * sent + 2 * columns,
-        dense_weight_reads=rows * columns,
+        dense_ops=rows * columns * steps,
+        delta_ops=rows * sent + 2 * columns * steps,
+        dense_weight_reads=rows * columns * steps,
         delta_weight_reads=rows * sent,
-        dense_state_reads=columns,
+        dense_state_reads=columns * steps,
         dense_state_writes=0,
-        delta_state_reads=2 * columns,
-        delta_state_writes=2 * columns,
+        delta_state_reads=2 * columns * steps,
+        delta_state_writes=2 * columns * steps,
     )
 
 
-def speedup_bound(
+def compute_speedup_bound(
     kind: str, input_size: int, hidden_size: int, occupancy_x: float, occupancy_h: float
 ) -> float:
-    """The memory-traffic speed-up the cost model predicts for a weight-bandwidth-bound step.
+    r"""Dense over delta operations of one layer step: the speed-up of a compute-bound step.
+
+    .. math::
+        \frac{G H (I + H)}{G H (o_x I + o_h H) + 2 (I + H)}
+
+    G = 3 for a GRU and 4 for an LSTM; the delta side pays 2 operations per input and hidden
+    element to form and test the deltas.
+    """
+    return layer_step_cost(kind, input_size, hidden_size, occupancy_x, occupancy_h).compute_speedup
+
+
+def memory_speedup_bound(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    occupancy_x: float,
+    occupancy_h: float,
+    weight_bytes: int = 4,
+    act_bytes: int = 4,
+) -> float:
+    """Dense over delta bytes moved by one layer step: the speed-up of a memory-bound step.
 
     At batch 1 a recurrent step reads every weight once and does little else, so its time is
     bounded by the bytes it moves; this is the ratio a fast kernel is measured against.
     """
-    return layer_step_cost(kind, input_size, hidden_size, occupancy_x, occupancy_h).memory_speedup()
+    cost = layer_step_cost(kind, input_size, hidden_size, occupancy_x, occupancy_h)
+    return cost.memory_speedup(weight_bytes, act_bytes)

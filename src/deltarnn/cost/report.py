@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
+from ..errors import ConfigError, ShapeError
 from ..functional import DeltaCounts
-from .model import GATES
+from .model import GATES, product_cost
 
 
 def _ratio(dense: float, delta: float) -> float:
@@ -54,19 +58,18 @@ class LayerCost:
     def occupancy_h(self) -> float:
         return self.sent_h / max(1, self.steps * self.hidden_size)
 
+    def _bytes(self, side: str) -> int:
+        """Weight bytes plus state traffic of the ``"dense"`` or ``"delta"`` side."""
+        state = getattr(self, f"{side}_state_reads") + getattr(self, f"{side}_state_writes")
+        return getattr(self, f"{side}_weight_bytes") + state * self.act_bytes
+
     @property
     def dense_bytes(self) -> int:
-        return (
-            self.dense_weight_bytes
-            + (self.dense_state_reads + self.dense_state_writes) * self.act_bytes
-        )
+        return self._bytes("dense")
 
     @property
     def delta_bytes(self) -> int:
-        return (
-            self.delta_weight_bytes
-            + (self.delta_state_reads + self.delta_state_writes) * self.act_bytes
-        )
+        return self._bytes("delta")
 
     @property
     def mac_reduction(self) -> float:
@@ -129,7 +132,7 @@ def layer_cost_from_counts(
     act_bytes: int,
     valid: Tensor | None = None,
 ) -> LayerCost:
-    """Count a layer's cost from the send counts of a run.
+    """Count a layer's cost from the send counts of a run (the formula of :func:`product_cost`).
 
     Args:
         counts: from a run with ``count=True``; ``nx``/``nh`` of shape (T, B).
@@ -145,8 +148,7 @@ def layer_cost_from_counts(
     else:
         sample_steps = nx.numel()
     sent_x, sent_h = int(nx.sum()), int(nh.sum())
-    delta_macs = rows * (sent_x + sent_h)
-    dense_macs = rows * columns * sample_steps
+    c = product_cost(rows, columns, sent_x + sent_h, steps=sample_steps)
     cost = LayerCost(
         layer=layer,
         kind=kind,
@@ -155,25 +157,63 @@ def layer_cost_from_counts(
         steps=sample_steps,
         sent_x=sent_x,
         sent_h=sent_h,
-        dense_macs=dense_macs,
-        delta_macs=delta_macs,
-        dense_ops=dense_macs,
-        delta_ops=delta_macs + 2 * columns * sample_steps,
-        dense_weight_bytes=dense_macs * weight_bytes,
-        delta_weight_bytes=delta_macs * weight_bytes,
-        dense_state_reads=columns * sample_steps,
-        dense_state_writes=0,
-        delta_state_reads=2 * columns * sample_steps,
-        delta_state_writes=2 * columns * sample_steps,
+        dense_macs=c.dense_macs,
+        delta_macs=c.delta_macs,
+        dense_ops=c.dense_ops,
+        delta_ops=c.delta_ops,
+        dense_weight_bytes=c.dense_weight_reads * weight_bytes,
+        delta_weight_bytes=c.delta_weight_reads * weight_bytes,
+        dense_state_reads=c.dense_state_reads,
+        dense_state_writes=c.dense_state_writes,
+        delta_state_reads=c.delta_state_reads,
+        delta_state_writes=c.delta_state_writes,
         act_bytes=act_bytes,
     )
     if valid is None:
-        steps = counts.ux.numel()
-        cost.dense_weight_bytes_batched = rows * columns * steps * weight_bytes
-        cost.delta_weight_bytes_batched = (
-            rows * int(counts.ux.sum() + counts.uh.sum()) * weight_bytes
+        # A batched engine fetches, at each step, the union of the samples' active columns once.
+        union = product_cost(
+            rows, columns, int(counts.ux.sum() + counts.uh.sum()), counts.ux.numel()
         )
+        cost.dense_weight_bytes_batched = union.dense_weight_reads * weight_bytes
+        cost.delta_weight_bytes_batched = union.delta_weight_reads * weight_bytes
     return cost
+
+
+def valid_steps(lengths: Tensor | None, steps: int, batch: int) -> Tensor | None:
+    """(T, B) bool mask of the steps inside each sequence, from (B,) ``lengths`` (``None``: all).
+
+    Raises:
+        ShapeError: ``lengths`` is not a (B,) integer tensor with values in [0, T].
+    """
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor) or lengths.shape != (batch,):
+        got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ShapeError(f"lengths must be a tensor of shape ({batch},), got {got}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ShapeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > steps):
+        raise ShapeError(
+            f"lengths must lie in [0, {steps}] (the sequence length), got "
+            f"min {int(lengths.min())}, max {int(lengths.max())}"
+        )
+    return torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
+
+
+@runtime_checkable
+class DeltaModule(Protocol):
+    """What the accountant reads from a delta module: :class:`~deltarnn.DeltaGRU`,
+    :class:`~deltarnn.DeltaLSTM` and their cells satisfy it."""
+
+    mode: str
+    num_layers: int
+    last_backend: str | None
+
+    def layer_sizes(self, k: int) -> tuple[int, int]: ...
+
+    def layer_weights(self, k: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]: ...
+
+    def stream(self, input: Tensor, state=None, *, count: bool = False): ...
 
 
 @dataclass
@@ -182,6 +222,51 @@ class CostReport:
 
     layers: list[LayerCost] = field(default_factory=list)
     backend: str | None = None
+
+    @classmethod
+    def from_counts(
+        cls,
+        module: DeltaModule,
+        counts: Sequence[DeltaCounts],
+        *,
+        lengths: Tensor | None = None,
+        weight_bytes: int | None = None,
+        act_bytes: int | None = None,
+    ) -> CostReport:
+        """The report of a run that already happened, from the counts it returned.
+
+        ``out, state, counts = module.stream(x, count=True)`` (or a model run with
+        ``count=True``) gives the counts; this builds the same report :func:`~deltarnn.measure`
+        would, without running the network again.
+
+        Args:
+            module: the delta module that produced ``counts`` (for its shapes and dtype).
+            counts: one :class:`~deltarnn.functional.DeltaCounts` per layer, (T, B) each.
+            lengths: optional (B,) valid lengths of padded sequences; padded steps do not count.
+            weight_bytes: bytes per weight (default: the parameters' element size).
+            act_bytes: bytes per activation element (default: the parameters' element size).
+        """
+        require_delta_module(module)
+        if len(counts) != module.num_layers:
+            raise ShapeError(
+                f"counts must have one entry per layer ({module.num_layers}), got {len(counts)}"
+            )
+        like = module.layer_weights(0)[0]
+        weight_bytes = _positive_bytes("weight_bytes", weight_bytes, like.element_size())
+        act_bytes = _positive_bytes("act_bytes", act_bytes, like.element_size())
+        steps, batch = counts[0].nx.shape
+        valid = valid_steps(lengths, steps, batch)
+        if valid is not None:
+            valid = valid.to(counts[0].nx.device)
+        layers = []
+        for k, c in enumerate(counts):
+            features, hidden = module.layer_sizes(k)
+            layers.append(
+                layer_cost_from_counts(
+                    k, module.mode, features, hidden, c, weight_bytes, act_bytes, valid
+                )
+            )
+        return cls(layers, backend=module.last_backend)
 
     def total(self, name: str) -> int | None:
         values = [getattr(layer, name) for layer in self.layers]
@@ -279,6 +364,23 @@ class CostReport:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def require_delta_module(module: object) -> None:
+    """Raise :class:`~deltarnn.errors.ConfigError` unless ``module`` is a delta module."""
+    if not isinstance(module, DeltaModule):
+        raise ConfigError(
+            "module must be a delta module (convert torch modules with deltarnn.from_torch), "
+            f"got {type(module).__name__}"
+        )
+
+
+def _positive_bytes(name: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive int (bytes per element), got {value!r}")
+    return value
 
 
 def _fmt(ratio: float) -> str:

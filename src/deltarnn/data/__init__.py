@@ -46,7 +46,14 @@ from .digit_strings import (
     synthesize,
 )
 from .errors import DataIntegrityError, DataNotFoundError, DownloadError
-from .features import FeatureCache, FeatureNormalizer, FeatureParams, load_audio, log_mel
+from .features import (
+    FeatureCache,
+    FeatureNormalizer,
+    FeatureParams,
+    UtteranceNormalizer,
+    load_audio,
+    log_mel,
+)
 from .fsdd import (
     FSDDDataset,
     Recording,
@@ -87,6 +94,7 @@ __all__ = [
     "SteeringDataset",
     "SteeringSession",
     "Utterance",
+    "UtteranceNormalizer",
     "cache_dir",
     "collate_ctc",
     "collate_sequences",

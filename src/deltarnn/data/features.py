@@ -326,3 +326,22 @@ class FeatureNormalizer:
     @classmethod
     def load(cls, path: PathLike) -> FeatureNormalizer:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+class UtteranceNormalizer:
+    """Cepstral mean normalisation, then a global per-band scaling.
+
+    ``x (T, F) -> (x - mean of x over its own frames) / std``, with ``std`` (and a residual mean)
+    fitted on the training utterances after each one's own mean was removed: the channel and
+    speaker offset of every utterance is gone, and a threshold is in units of a band's spread.
+    """
+
+    def __init__(self, normalizer: FeatureNormalizer) -> None:
+        self.normalizer = normalizer
+
+    @classmethod
+    def fit(cls, features: Iterable[np.ndarray | torch.Tensor]) -> UtteranceNormalizer:
+        return cls(FeatureNormalizer.fit(f - f.mean(0) for f in features))
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        return self.normalizer(x - x.mean(0))

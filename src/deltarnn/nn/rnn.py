@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 LayerState = DeltaGRUState | DeltaLSTMState
 DeltaRNNState = tuple[LayerState, ...]
+# A transform of the values a layer's products see: (value, layer index) -> value of that shape.
+LayerTransform = Callable[[Tensor, int], Tensor]
 
 
 class _DeltaRNNBase(nn.Module):
@@ -70,9 +72,8 @@ class _DeltaRNNBase(nn.Module):
         self.proj_size = 0
         self.backend = backend
         self.last_backend: str | None = None
-        # Training methods (deltarnn.train) set these: applied to the values the products see.
-        self.x_transform: Callable[[Tensor], Tensor] | None = None
-        self.h_transform: Callable[[Tensor], Tensor] | None = None
+        self._x_transform: LayerTransform | None = None
+        self._h_transform: LayerTransform | None = None
         self._packed: dict[int, tuple[tuple, object]] = {}
         factory = {"device": device, "dtype": dtype}
         rows = self.gates * hidden_size
@@ -135,6 +136,26 @@ class _DeltaRNNBase(nn.Module):
                         current.copy_(tensor.expand_as(current))
                 else:
                     self.register_buffer(name, tensor)
+
+    def set_transforms(
+        self, x_transform: LayerTransform | None = None, h_transform: LayerTransform | None = None
+    ) -> None:
+        """Install (or, with ``None``, remove) transforms of the values the products see.
+
+        Training methods (:mod:`deltarnn.train`: fixed-point rounding, noise, learnable
+        thresholds) act through these. ``x_transform(x, k)`` receives layer k's whole input
+        sequence (T, B, I_k) before it is delta-encoded; ``h_transform(h, k)`` receives
+        h_{t-1} (B, H) of layer k at every step before it is delta-encoded (the state h itself is
+        unchanged). Both return a tensor of the same shape. The layer index is passed explicitly,
+        so per-layer transforms need no call counting. Transforms run on the reference backend
+        (``backend="auto"`` picks it; a named fast backend is refused).
+        """
+        self._x_transform, self._h_transform = x_transform, h_transform
+
+    @property
+    def transforms(self) -> tuple[LayerTransform | None, LayerTransform | None]:
+        """The installed ``(x_transform, h_transform)`` (see :meth:`set_transforms`)."""
+        return self._x_transform, self._h_transform
 
     def thresholds(self, k: int) -> tuple[Tensor, Tensor]:
         """Θx and Θh of layer k, expanded to shapes (I_k,) and (H,)."""
@@ -229,7 +250,7 @@ class _DeltaRNNBase(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
-        transformed = self.x_transform is not None or self.h_transform is not None
+        transformed = self._x_transform is not None or self._h_transform is not None
         if transformed and self.backend not in ("auto", "reference"):
             raise ConfigError(
                 f"backend={self.backend!r} cannot apply training transforms; use 'reference' or 'auto'"
@@ -248,12 +269,14 @@ class _DeltaRNNBase(nn.Module):
         for k in range(self.num_layers):
             if k > 0 and self.dropout and self.training:
                 x = nn.functional.dropout(x, self.dropout, training=True)
-            if self.x_transform is not None:
-                x = self.x_transform(x)
+            if self._x_transform is not None:
+                x = self._x_transform(x, k)
             theta_x, theta_h = self.thresholds(k)
             packed = self._packed_weights(k, backend)
             # Only the reference backend takes h_transform (_choose_backend made sure of it).
-            extra = {} if self.h_transform is None else {"h_transform": self.h_transform}
+            extra = {}
+            if self._h_transform is not None:
+                extra["h_transform"] = lambda h, k=k, f=self._h_transform: f(h, k)
             x, s, c = run_layer(x, state[k], packed, theta_x, theta_h, count=count, **extra)
             new_states.append(s)
             counts.append(c)

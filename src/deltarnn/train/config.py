@@ -18,6 +18,8 @@ from typing import Any
 from ..errors import ConfigError
 
 Theta = float | list[float]
+# Fixed-point rounding works on float64 values: more fractional bits than its mantissa are moot.
+MAX_FIXED_POINT_BITS = 52
 
 
 @dataclasses.dataclass
@@ -55,8 +57,8 @@ class ModelConfig:
                     f"floats, got {values}"
                 )
             for v in values:
-                if not (math.isfinite(v) and v >= 0):
-                    raise ConfigError(f"model.{name} must be finite and >= 0, got {v}")
+                if not _is_number(v) or not (math.isfinite(v) and v >= 0):
+                    raise ConfigError(f"model.{name} must be finite and >= 0, got {v!r}")
 
 
 @dataclasses.dataclass
@@ -88,11 +90,13 @@ class MethodConfig:
 
     def validate(self) -> None:
         for name in ("theta_warmup_epochs", "noise_sigma", "l1_x", "l1_h", "occupancy_cost"):
+            _non_negative(f"method.{name}", getattr(self, name))
+        for name in ("int_bits", "frac_bits"):
             v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"method.{name} must be finite and >= 0, got {v}")
-        if self.int_bits < 0 or self.frac_bits < 0:
-            raise ConfigError("method.int_bits and method.frac_bits must be >= 0")
+            if not _is_int(v) or not 0 <= v <= MAX_FIXED_POINT_BITS:
+                raise ConfigError(
+                    f"method.{name} must be an int in [0, {MAX_FIXED_POINT_BITS}], got {v!r}"
+                )
         if self.learnable_theta and not self.delta:
             raise ConfigError("method.learnable_theta needs method.delta = true")
 
@@ -107,16 +111,22 @@ class DataConfig:
     task: ``"digits"`` (isolated FSDD digits, 10 classes) or ``"strings"`` (connected digits,
         CTC with blank).
     split: ``"speaker"`` (held-out speakers) or ``"take"`` (FSDD's usual split).
+    test_speakers: the held-out test speakers of the speaker split (empty: theo and yweweler).
+    val_speakers: validation speakers of the speaker split (empty: no validation split).
+    val_takes: validation takes of the take split (empty: none; the test takes are 0-4).
     root: data root (default ``$DELTARNN_DATA``).
     batch_size: the global batch, shared among data-parallel processes.
-    limit_train, limit_test: use only the first N items of a split (0: all), for quick runs.
-    num_strings: training strings for ``strings`` (test gets a quarter as many).
+    limit_train, limit_test: use only N items of a split (0: all), for quick runs.
+    num_strings: training strings for ``strings`` (validation and test get a quarter as many).
     utterance_norm: subtract each utterance's own mean per band before the global scaling
         (cepstral mean normalisation: removes the channel and speaker offset).
     """
 
     task: str = "digits"
     split: str = "speaker"
+    test_speakers: list[str] = dataclasses.field(default_factory=list)
+    val_speakers: list[str] = dataclasses.field(default_factory=list)
+    val_takes: list[int] = dataclasses.field(default_factory=list)
     root: str | None = None
     batch_size: int = 32
     limit_train: int = 0
@@ -128,25 +138,55 @@ class DataConfig:
         _choice("data.task", self.task, ("digits", "strings"))
         _choice("data.split", self.split, ("speaker", "take"))
         _positive("data.batch_size", self.batch_size)
+        _positive("data.num_strings", self.num_strings)
+        for name in ("limit_train", "limit_test"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                raise ConfigError(f"data.{name} must be an int >= 0 (0: all items), got {v!r}")
+        if self.split == "take" and (self.val_speakers or self.test_speakers):
+            raise ConfigError("data.val_speakers and data.test_speakers need data.split='speaker'")
+        if self.split == "speaker" and self.val_takes:
+            raise ConfigError("data.val_takes needs data.split='take'")
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_speakers or self.val_takes)
 
 
 @dataclasses.dataclass
 class OptimConfig:
-    """Adam with optional weight decay, gradient clipping and cosine decay of the learning rate."""
+    """Adam with weight decay, gradient-norm clipping and a cosine learning-rate decay.
+
+    Attributes:
+        lr: the initial learning rate.
+        weight_decay: Adam's L2 weight decay (>= 0).
+        grad_clip: clip the gradient norm to this (0: no clipping; negative is an error).
+        cosine: decay the learning rate along a half cosine over all steps.
+        lr_floor: the cosine ends at ``lr_floor * lr`` (a fraction in [0, 1]).
+    """
 
     lr: float = 3e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     cosine: bool = True
+    lr_floor: float = 0.0
 
     def validate(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not _is_number(self.lr) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"optim.lr must be finite and > 0, got {self.lr!r}")
+        _non_negative("optim.weight_decay", self.weight_decay)
+        _non_negative("optim.grad_clip", self.grad_clip)
+        if not _is_number(self.lr_floor) or not 0 <= self.lr_floor <= 1:
+            raise ConfigError(f"optim.lr_floor must be in [0, 1], got {self.lr_floor!r}")
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a run needs; ``epochs`` and ``seed`` fix the data order and initialisation."""
+    """Everything a run needs; ``epochs`` and ``seed`` fix the data order and initialisation.
+
+    ``select_epoch``: ``"last"`` keeps the last epoch's weights; ``"best_val"`` the epoch with
+    the best validation metric (needs a validation split: model selection on validation only).
+    """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
@@ -154,12 +194,21 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     epochs: int = 10
     seed: int = 0
+    select_epoch: str = "last"
 
     def validate(self) -> TrainConfig:
         for part in (self.model, self.method, self.data, self.optim):
             part.validate()
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if not _is_int(self.epochs) or self.epochs < 0:
+            raise ConfigError(f"epochs must be an int >= 0, got {self.epochs!r}")
+        if not _is_int(self.seed):
+            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+        _choice("select_epoch", self.select_epoch, ("last", "best_val"))
+        if self.select_epoch == "best_val" and not self.data.has_validation:
+            raise ConfigError(
+                "select_epoch='best_val' needs a validation split (data.val_speakers or "
+                "data.val_takes)"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,12 +291,18 @@ def _from_dict(cls, d: dict[str, Any], where: str):
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        if isinstance(value, list) and any(typing.get_origin(a) is list for a in args):
-            return [_coerce(v, float, name) for v in value]
+        lists = [a for a in args if typing.get_origin(a) is list]
+        if isinstance(value, list) and lists:
+            return _coerce(value, lists[0], name)
         for a in args:
             if a in (int, float, str, bool):
                 try:
@@ -269,9 +324,22 @@ def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {options}, got {value!r}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not _is_int(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive int, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not _is_number(value) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def flat_config_fields(cls: type, config_path: str | None, overrides: list[str]) -> dict[str, Any]:

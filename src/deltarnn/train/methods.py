@@ -1,9 +1,10 @@
 """Training methods of the paper (Neil et al., ICML 2017, §3) and two extensions.
 
-Each method acts through the hooks a delta module exposes: ``x_transform`` (applied to a layer's
-input sequence before it is delta-encoded) and ``h_transform`` (applied to h_{t-1}, the value the
-recurrent product sees). Methods are ``nn.Module``\\ s so ``model.train()`` / ``model.eval()``
-reach them.
+Each method acts through the transforms a delta module takes
+(:meth:`~deltarnn.DeltaGRU.set_transforms`): one applied to a layer's input sequence before it
+is delta-encoded, one to h_{t-1}, the value the recurrent product sees. Methods are
+``nn.Module``\\ s so ``model.train()`` / ``model.eval()`` reach them;
+:class:`~deltarnn.train.SequenceModel` wires them per layer.
 
 Shape legend: T time steps, B batch, F features (I for inputs, H hidden units).
 """
@@ -177,15 +178,16 @@ class LearnableDeltaEncoder(nn.Module):
     * from the task loss, a straight-through estimate in the manner of LSQ's step size:
       ∂x̂_t/∂Θ = (x̂_t - x_t)/Θ, the error pattern scaled linearly with Θ;
     * from :meth:`soft_occupancy`, a sigmoid surrogate of the send mask,
-      σ((|x_t - x̂_{t-1}| - Θ)/τ), which a cost weight trades against the task loss.
+      s_t = σ((|x_t - x̂_{t-1}| - Θ)/(τΘ)), which a cost weight trades against the task loss.
 
-    Θ is stored as ``log Θ`` so it stays positive. Used for the input side (``x_transform``, one
-    call per layer and sequence) and, statefully, for the recurrent side (``h_transform``, one call
-    per step; :meth:`reset` starts a new sequence).
+    Θ is stored as ``log Θ`` so it stays positive. The module keeps no stream state: x̂ is passed
+    in and returned (:meth:`step` for one step, :meth:`forward` for a sequence).
 
     Args:
         theta: initial Θ, > 0, a float or a (F,) tensor.
         tau: temperature of the sigmoid surrogate, in units of Θ.
+
+    Shape: x (B, F) per step or (T, B, F) per sequence; x̂ (B, F).
     """
 
     def __init__(self, theta: float | Tensor, tau: float = 0.25) -> None:
@@ -195,42 +197,48 @@ class LearnableDeltaEncoder(nn.Module):
             raise ConfigError(f"a learnable threshold must start > 0, got {theta}")
         self.log_theta = nn.Parameter(theta.log())
         self.tau = float(tau)
-        self.reset()
 
     @property
     def theta(self) -> Tensor:
         return self.log_theta.exp()
 
-    def reset(self) -> None:
-        """Forget the last value sent and the surrogate occupancy (a new sequence starts)."""
-        self._x_hat: Tensor | None = None
-        self.soft_sends: list[Tensor] = []
+    def step(self, x: Tensor, x_hat: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encode one step from the last value sent ``x_hat`` (``None``: a fresh stream, zeros).
 
-    def step(self, x: Tensor) -> Tensor:
-        """Encode one step x (B, F); returns x̂_t (B, F) with the surrogate gradient to Θ."""
+        Returns:
+            ``(x̂_t, s_t)``: the new last-sent value (B, F), carrying the straight-through
+            gradient to Θ, which is also the state for the next step; and the surrogate send
+            probability (B, F).
+        """
         theta = self.theta.to(x.dtype)
-        x_hat = torch.zeros_like(x) if self._x_hat is None else self._x_hat
+        x_hat = torch.zeros_like(x) if x_hat is None else x_hat
         diff = x - x_hat
         send = diff.detach().abs() > theta.detach()
         new_hat = torch.where(send, x, x_hat)
         # Straight-through: value new_hat, gradient (new_hat - x)/Θ · dΘ on top of the spec's.
         err = ((new_hat - x) / theta).detach()
         new_hat = new_hat + err * theta - (err * theta).detach()
-        self.soft_sends.append(torch.sigmoid((diff.detach().abs() - theta) / (self.tau * theta)))
-        self._x_hat = new_hat
-        return new_hat
+        soft = torch.sigmoid((diff.detach().abs() - theta) / (self.tau * theta))
+        return new_hat, soft
 
-    def forward(self, x: Tensor) -> Tensor:
-        """A whole sequence x (T, B, F) -> x̂ (T, B, F) (input side), or one step (B, F)."""
-        if x.dim() == 2:
-            return self.step(x)
-        self.reset()
-        return torch.stack([self.step(x[t]) for t in range(x.shape[0])]) if len(x) else x
+    def forward(self, x: Tensor, x_hat: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode a sequence (T, B, F) from ``x_hat``.
 
-    def soft_occupancy(self, lengths: Tensor | None = None) -> Tensor:
-        """Mean surrogate send probability over valid steps and features of the last sequence."""
-        if not self.soft_sends:
-            return self.log_theta.new_zeros(())
-        s = torch.stack(self.soft_sends)  # (T, B, F)
-        mask = valid_mask(lengths, s.shape[0], s.shape[1]).to(s.device, s.dtype)
-        return (s.mean(-1) * mask).sum() / mask.sum().clamp_min(1)
+        Returns:
+            ``(x̂ per step (T, B, F), x̂ after the last step (B, F), s per step (T, B, F))``.
+        """
+        hats, softs = [], []
+        for t in range(x.shape[0]):
+            x_hat, soft = self.step(x[t], x_hat)
+            hats.append(x_hat)
+            softs.append(soft)
+        if not hats:
+            empty = x.new_zeros(x.shape)
+            return empty, (x.new_zeros(x.shape[1:]) if x_hat is None else x_hat), empty
+        return torch.stack(hats), x_hat, torch.stack(softs)
+
+    @staticmethod
+    def soft_occupancy(soft: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Mean surrogate send probability s (T, B, F) over valid steps and features."""
+        mask = valid_mask(lengths, soft.shape[0], soft.shape[1]).to(soft.device, soft.dtype)
+        return (soft.mean(-1) * mask).sum() / mask.sum().clamp_min(1)

@@ -1,9 +1,14 @@
 """The trained model: features -> delta RNN layers -> linear head, and the methods wired into it.
 
+Every model the engine trains and evaluates has the same surface: an ``rnn`` attribute (the
+delta module whose cost is counted) and ``run(x, lengths, count=False) -> ModelOutput``.
+
 Shape legend: T frames, B batch, F features, H hidden units, C classes.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -11,47 +16,94 @@ from torch import Tensor, nn
 from ..functional import DeltaCounts
 from ..nn import DeltaGRU, DeltaLSTM
 from .config import MethodConfig, ModelConfig
-from .methods import (
-    Compose,
-    FixedPointRound,
-    GaussianNoise,
-    LearnableDeltaEncoder,
-    valid_mask,
-)
+from .methods import Compose, FixedPointRound, GaussianNoise, LearnableDeltaEncoder, valid_mask
 
 
-class _LayerDispatch(nn.Module):
-    """x/h transforms that run per-layer learnable encoders after the shared method transforms.
+class ModelOutput(NamedTuple):
+    """What a model run returns.
 
-    A delta module calls ``x_transform`` once per layer, in order, then ``h_transform`` once per
-    step of that layer; the call order tells which layer is running.
+    Attributes:
+        y: the model's output (logits (B, C), log-probabilities (T, B, C), predictions, ...).
+        counts: per-layer :class:`~deltarnn.functional.DeltaCounts` when run with ``count``.
+        soft_occupancy: the learnable encoders' surrogate send probability (a 0-d tensor, 0
+            without learnable thresholds), for the occupancy cost.
     """
 
-    def __init__(self, base: nn.Module | None, encoders: nn.ModuleList | None, layers: int):
-        super().__init__()
-        self.base = base
-        self.encoders = encoders
-        self.layers = layers
-        self._calls = 0
-        self.layer = 0
+    y: Tensor
+    counts: list[DeltaCounts] | None
+    soft_occupancy: Tensor
 
-    def forward(self, x: Tensor) -> Tensor:
-        # input side: a whole (T, B, I) sequence of the next layer
-        self.layer = self._calls % self.layers
-        self._calls += 1
+
+def run_rnn(
+    rnn: DeltaGRU | DeltaLSTM, x: Tensor, *, count: bool = False
+) -> tuple[Tensor, list[DeltaCounts] | None]:
+    """(T, B, I) -> (T, B, H) and, with ``count``, each layer's counts.
+
+    With Θ = 0 everywhere and no transform the delta network computes exactly torch's GRU/LSTM,
+    so uncounted runs take torch's fused kernel; everything else runs the module (the fastest
+    backend for the call: ``fused`` with gradients, ``cpu``/``triton`` without).
+    """
+    if count:
+        out, _, counts = rnn.stream(x, count=True)
+        return out, counts
+    if _is_dense(rnn):
+        return _torch_rnn(rnn, x), None
+    out, _ = rnn(x)
+    return out, None
+
+
+def _is_dense(rnn: DeltaGRU | DeltaLSTM) -> bool:
+    if rnn.transforms != (None, None):
+        return False
+    return all(not bool(t.any()) for k in range(rnn.num_layers) for t in rnn.thresholds(k))
+
+
+def _torch_rnn(rnn: DeltaGRU | DeltaLSTM, x: Tensor) -> Tensor:
+    """Run the RNN's parameters through torch's fused kernel (the Θ = 0 delta net is exactly it)."""
+    weights = []
+    for k in range(rnn.num_layers):
+        weights.extend(w for w in rnn.layer_weights(k) if w is not None)
+    zeros = x.new_zeros(rnn.num_layers, x.shape[1], rnn.hidden_size)
+    args = (weights, rnn.bias, rnn.num_layers, rnn.dropout, rnn.training, False, False)
+    if rnn.mode == "GRU":
+        out, _ = torch._VF.gru(x, zeros, *args)
+    else:
+        out, _, _ = torch._VF.lstm(x, (zeros, zeros), *args)
+    return out
+
+
+class _LearnableRun:
+    """The transforms of one forward pass with learnable thresholds.
+
+    Layer k's input encoder is ``encoders[2k]``, its recurrent encoder ``encoders[2k + 1]``. The
+    recurrent encoder's state (the last value sent) and the surrogate sends live in this object,
+    which exists for one pass only: nothing is left on the modules.
+    """
+
+    def __init__(self, base: nn.Module | None, encoders: nn.ModuleList) -> None:
+        self.base, self.encoders = base, encoders
+        self.h_hat: dict[int, Tensor] = {}
+        self.soft: list[Tensor] = []
+        self.soft_h: dict[int, list[Tensor]] = {}
+
+    def x(self, x: Tensor, layer: int) -> Tensor:
         if self.base is not None:
             x = self.base(x)
-        if self.encoders is not None:
-            self.encoders[2 * self.layer + 1].reset()
-            x = self.encoders[2 * self.layer](x)
-        return x
+        x_hat, _, soft = self.encoders[2 * layer](x)
+        self.soft.append(soft)
+        return x_hat
 
-    def h(self, h: Tensor) -> Tensor:
+    def h(self, h: Tensor, layer: int) -> Tensor:
         if self.base is not None:
             h = self.base(h)
-        if self.encoders is not None:
-            h = self.encoders[2 * self.layer + 1](h)
-        return h
+        h_hat, soft = self.encoders[2 * layer + 1].step(h, self.h_hat.get(layer))
+        self.h_hat[layer] = h_hat
+        self.soft_h.setdefault(layer, []).append(soft)
+        return h_hat
+
+    def soft_occupancy(self, lengths: Tensor | None) -> Tensor:
+        softs = self.soft + [torch.stack(s) for s in self.soft_h.values()]
+        return torch.stack([LearnableDeltaEncoder.soft_occupancy(s, lengths) for s in softs]).mean()
 
 
 class SequenceModel(nn.Module):
@@ -64,8 +116,8 @@ class SequenceModel(nn.Module):
         per_frame: return (T, B, C) log-probabilities for CTC instead of (B, C) logits.
 
     Inputs: ``x`` (T, B, F), ``lengths`` (B,) int64.
-    Outputs: logits (B, C), or log-probabilities (T, B, C) with ``per_frame``; with
-    ``count=True`` also the per-layer :class:`~deltarnn.functional.DeltaCounts`.
+    Outputs: :meth:`run` returns a :class:`ModelOutput`; ``forward`` its ``y``: logits (B, C),
+    or log-probabilities (T, B, C) with ``per_frame``.
     """
 
     def __init__(
@@ -84,7 +136,8 @@ class SequenceModel(nn.Module):
             backend=model.backend,
         )
         self.head = nn.Linear(model.hidden_size, num_classes)
-        self.dispatch: _LayerDispatch | None = None
+        self.transform: nn.Module | None = None  # noise and rounding, every layer alike
+        self.encoders: nn.ModuleList | None = None  # learnable thresholds, two per layer
 
     # -- methods -------------------------------------------------------------------------------
 
@@ -95,85 +148,67 @@ class SequenceModel(nn.Module):
             parts.append(GaussianNoise(method.noise_sigma))
         if method.rounding:
             parts.append(FixedPointRound(method.int_bits, method.frac_bits))
-        base = None if not parts else (parts[0] if len(parts) == 1 else Compose(parts))
-        encoders = None
+        self.transform = None if not parts else (parts[0] if len(parts) == 1 else Compose(parts))
+        self.encoders = None
         if method.learnable_theta:
-            encoders = nn.ModuleList()
+            self.encoders = nn.ModuleList()
             for k in range(self.rnn.num_layers):
                 theta_x, theta_h = self.rnn.thresholds(k)
-                encoders.append(LearnableDeltaEncoder(theta_x.detach().clone()))
-                encoders.append(LearnableDeltaEncoder(theta_h.detach().clone()))
+                self.encoders.append(LearnableDeltaEncoder(theta_x.detach().clone()))
+                self.encoders.append(LearnableDeltaEncoder(theta_h.detach().clone()))
+            self.encoders.to(self.head.weight.device)
             self.rnn.set_thresholds(0.0, 0.0)  # the encoders do the thresholding now
-        if base is None and encoders is None:
-            self.dispatch = None
-            self.rnn.x_transform = self.rnn.h_transform = None
-            return
-        self.dispatch = _LayerDispatch(base, encoders, self.rnn.num_layers)
-        # Plain callables (not submodules of the RNN), so the RNN's state_dict stays torch's.
-        self.rnn.x_transform = self.dispatch.__call__
-        self.rnn.h_transform = self.dispatch.h
+        self._install_shared_transform()
+
+    def _install_shared_transform(self) -> None:
+        """The stateless noise/rounding transform, the same at every layer (or none)."""
+        t = self.transform
+        if t is None:
+            self.rnn.set_transforms(None, None)
+        else:
+            self.rnn.set_transforms(lambda v, layer: t(v), lambda v, layer: t(v))
 
     def learnable_encoders(self) -> list[LearnableDeltaEncoder]:
-        if self.dispatch is None or self.dispatch.encoders is None:
-            return []
-        return list(self.dispatch.encoders)
+        return [] if self.encoders is None else list(self.encoders)
 
     def bake_thresholds(self) -> None:
         """Move learned Θ into the RNN's threshold buffers and drop the learnable encoders."""
         encoders = self.learnable_encoders()
         if not encoders:
             return
+        layers = range(self.rnn.num_layers)
         with torch.no_grad():
-            theta_x = [encoders[2 * k].theta.detach().clone() for k in range(self.rnn.num_layers)]
-            theta_h = [
-                encoders[2 * k + 1].theta.detach().clone() for k in range(self.rnn.num_layers)
-            ]
-        base = self.dispatch.base
-        self.dispatch = None
+            theta_x = [encoders[2 * k].theta.detach().clone() for k in layers]
+            theta_h = [encoders[2 * k + 1].theta.detach().clone() for k in layers]
+        self.encoders = None
         self.rnn.set_thresholds(theta_x, theta_h)
-        if base is None:
-            self.rnn.x_transform = self.rnn.h_transform = None
-        else:
-            self.dispatch = _LayerDispatch(base, None, self.rnn.num_layers)
-            self.rnn.x_transform = self.dispatch.__call__
-            self.rnn.h_transform = self.dispatch.h
 
     # -- running -------------------------------------------------------------------------------
 
-    def _dense_fast_path(self) -> bool:
-        """Θ = 0 everywhere and no transform: torch's fused GRU/LSTM computes the same function."""
-        if self.rnn.x_transform is not None or self.rnn.h_transform is not None:
-            return False
-        return all(
-            not bool(t.any()) for k in range(self.rnn.num_layers) for t in self.rnn.thresholds(k)
-        )
-
-    def run_rnn(self, x: Tensor, count: bool = False) -> tuple[Tensor, list[DeltaCounts] | None]:
-        """(T, B, F) -> (T, B, H) and, with ``count``, the counts of each layer."""
-        if self.dispatch is not None:
-            self.dispatch._calls = 0
-        if not count and self._dense_fast_path():
-            return _torch_rnn(self.rnn, x), None
-        if count:
-            out, _, counts = self.rnn.stream(x, count=True)
-            return out, counts
-        out, _ = self.rnn(x)
-        return out, None
-
-    def forward(self, x: Tensor, lengths: Tensor, count: bool = False):
-        out, counts = self.run_rnn(x, count)
+    def run(self, x: Tensor, lengths: Tensor, count: bool = False) -> ModelOutput:
+        """Run on (T, B, F); ``count`` also returns each layer's counts."""
+        learnable = None
+        if self.encoders is not None:
+            learnable = _LearnableRun(self.transform, self.encoders)
+            self.rnn.set_transforms(learnable.x, learnable.h)
+        try:
+            out, counts = run_rnn(self.rnn, x, count=count)
+        finally:
+            if learnable is not None:
+                self._install_shared_transform()
         if self.per_frame:
             y = torch.log_softmax(self.head(out), dim=-1)
         else:
             y = self.head(pool(out, lengths, self.config.pool))
-        return (y, counts) if count else y
+        soft = (
+            self.head.weight.new_zeros(())
+            if learnable is None
+            else learnable.soft_occupancy(lengths.to(out.device))
+        )
+        return ModelOutput(y, counts, soft)
 
-    def occupancy_cost(self, lengths: Tensor) -> Tensor:
-        """Mean surrogate send probability of the learnable encoders (0 without them)."""
-        encoders = self.learnable_encoders()
-        if not encoders:
-            return self.head.weight.new_zeros(())
-        return torch.stack([e.soft_occupancy(lengths) for e in encoders]).mean()
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.run(x, lengths).y
 
 
 def pool(out: Tensor, lengths: Tensor, how: str) -> Tensor:
@@ -183,17 +218,3 @@ def pool(out: Tensor, lengths: Tensor, how: str) -> Tensor:
         return out[lengths - 1, torch.arange(out.shape[1], device=out.device)]
     mask = valid_mask(lengths, out.shape[0], out.shape[1]).to(out.dtype)
     return (out * mask[..., None]).sum(0) / lengths.clamp_min(1)[:, None].to(out.dtype)
-
-
-def _torch_rnn(rnn: DeltaGRU | DeltaLSTM, x: Tensor) -> Tensor:
-    """Run the RNN's parameters through torch's fused kernel (the Θ = 0 delta net is exactly it)."""
-    weights = []
-    for k in range(rnn.num_layers):
-        weights.extend(w for w in rnn.layer_weights(k) if w is not None)
-    zeros = x.new_zeros(rnn.num_layers, x.shape[1], rnn.hidden_size)
-    args = (weights, rnn.bias, rnn.num_layers, rnn.dropout, rnn.training, False, False)
-    if rnn.mode == "GRU":
-        out, _ = torch._VF.gru(x, zeros, *args)
-    else:
-        out, _, _ = torch._VF.lstm(x, (zeros, zeros), *args)
-    return out

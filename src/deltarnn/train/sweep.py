@@ -1,16 +1,24 @@
 """Sweeps: every method x threshold x seed x split, one results row per evaluated model.
 
 A sweep file (JSON or TOML) names a base :class:`TrainConfig`, the splits, seeds and thresholds,
-and the methods. Method kinds:
+the methods, and how to report them (``report``: the fields of
+:class:`~deltarnn.train.ReportSpec`). ``runs_dir`` and ``results`` are relative to the sweep
+file. Method kinds:
 
 * ``dense``: trained with Θ = 0 and evaluated at Θ = 0 (the baseline, and the starting point of
   the others).
 * ``converted``: the dense model evaluated with each Θ (delta network at run time, no training).
-* ``once``: trained once (e.g. rounding or noise, from the dense model), evaluated at each Θ.
-* ``per_theta``: trained at each Θ (direct delta training, with or without L1).
+* ``once``: trained once from the dense model (e.g. rounding or noise), evaluated at each Θ. With
+  no method overrides, ``"thetas": []`` and the retraining runs' epochs it is the control
+  "dense + the same extra epochs at Θ = 0".
+* ``per_theta``: trained at each Θ from the dense model (direct delta training, with or
+  without L1).
 
-Runs are resumable: a finished training run (``metrics.json`` present) is not repeated and a row
-already in the results file is not recomputed, so an interrupted sweep continues where it stopped.
+With a validation split in the base config every row also carries the validation metric (and
+the dense model's), so configurations can be chosen on validation (``report.select_on``).
+
+Runs are resumable: a finished training run (a complete run folder of the same config) is not
+repeated and a row already in the results file is not recomputed.
 """
 
 from __future__ import annotations
@@ -18,16 +26,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
+from .checkpoint import RunFolder, read_json
 from .config import TrainConfig, load_mapping
-from .loop import evaluate, load_model, train
+from .results import ReportSpec, Row, append_rows, read_rows
+from .runner import evaluate_run, load_model, train
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +60,15 @@ class SweepConfig:
     seeds: list[int]
     thetas: list[float]
     methods: list[MethodSpec]
-    runs_dir: str = "runs/sweep"
-    results: str = "results.json"
+    runs_dir: Path = Path("runs/sweep")
+    results: Path = Path("results.json")
+    report: ReportSpec = dataclasses.field(default_factory=ReportSpec)
 
     @classmethod
     def load(cls, path: str | Path) -> SweepConfig:
+        path = Path(path)
         d = load_mapping(path)
+        here = path.resolve().parent
         try:
             methods = [MethodSpec(name=k, **v) for k, v in d["methods"].items()]
             sweep = cls(
@@ -67,8 +77,9 @@ class SweepConfig:
                 seeds=[int(s) for s in d["seeds"]],
                 thetas=[float(t) for t in d["thetas"]],
                 methods=methods,
-                runs_dir=d.get("runs_dir", "runs/sweep"),
-                results=d.get("results", "results.json"),
+                runs_dir=here / d.get("runs_dir", "runs/sweep"),
+                results=here / d.get("results", "results.json"),
+                report=ReportSpec(**d.get("report", {})),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"sweep file {path}: {exc}") from exc
@@ -80,55 +91,51 @@ class SweepConfig:
         return sweep
 
 
-def row_key(row: dict[str, Any]) -> tuple:
-    return tuple(row[k] for k in ("task", "split", "method", "theta_x", "theta_h", "seed"))
+def make_row(
+    cfg: TrainConfig, method: str, test: dict[str, Any], dense: Row | None, val: float | None
+) -> Row:
+    """A results row from a run's test metrics (a ``metrics.json`` or an evaluation's dict)."""
+    return Row.from_cost(
+        test["cost"],
+        task=cfg.data.task,
+        split=cfg.data.split,
+        method=method,
+        theta_x=cfg.model.theta_x,
+        theta_h=cfg.model.theta_h,
+        seed=cfg.seed,
+        metric=test["metric"],
+        value=test["value"],
+        dense_value=test["value"] if dense is None else dense.value,
+        val_value=val,
+        dense_val_value=val if dense is None else dense.val_value,
+    )
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Add ``row`` to the JSON list in ``path`` (replacing a row with the same key), atomically."""
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def make_row(cfg: TrainConfig, method: str, metrics: dict, dense_value: float | None) -> dict:
-    total = metrics["cost"]["total"]
-    theta_x, theta_h = cfg.model.theta_x, cfg.model.theta_h
-    return {
-        "task": cfg.data.task,
-        "split": cfg.data.split,
-        "method": method,
-        "theta_x": theta_x,
-        "theta_h": theta_h,
-        "seed": cfg.seed,
-        "metric": metrics["metric"],
-        "value": metrics["value"],
-        "dense_value": dense_value,
-        "mac_reduction": total["mac_reduction"],
-        "byte_reduction": total["weight_byte_reduction"],
-        "occupancy_x": total["occupancy_x"],
-        "occupancy_h": total["occupancy_h"],
-    }
-
-
-def evaluate_at(run_dir: Path, theta: float) -> tuple[TrainConfig, dict]:
-    """Evaluate a finished run's model with Θx = Θh = ``theta``."""
+def evaluate_at(run_dir: Path, theta: float) -> tuple[TrainConfig, dict[str, Any], float | None]:
+    """Evaluate a finished run's model with Θx = Θh = ``theta`` on test (and validation)."""
     model, cfg, data = load_model(run_dir)
     model.rnn.set_thresholds(theta, theta)
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, theta_x=theta, theta_h=theta)
     )
-    return cfg, evaluate(model, data)
+    val = None if data.val is None else evaluate_run(model, data, data.val).value
+    return cfg, evaluate_run(model, data).to_dict(), val
+
+
+def _val_at_end(metrics: dict[str, Any]) -> float | None:
+    """The validation metric of a finished run's final model (the last or the selected epoch)."""
+    history = metrics.get("history") or []
+    if not history or f"val_{metrics['metric']}" not in history[-1]:
+        return None
+    epoch = metrics.get("best_epoch") or len(history)
+    return history[epoch - 1][f"val_{metrics['metric']}"]
 
 
 def run_sweep(sweep: SweepConfig, progress: bool = True, render=None) -> Path:
-    """Run every job not done yet; returns the results file. ``render(results)`` after each split/seed."""
-    results = Path(sweep.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    done = {row_key(r) for r in json.loads(results.read_text())} if results.exists() else set()
-    runs = Path(sweep.runs_dir)
+    """Run every job not done yet; returns the results file. ``render(results)`` after each
+    split and seed."""
+    results = sweep.results
+    done = {r.key for r in read_rows(results)}
     dense = next(m for m in sweep.methods if m.kind == "dense")
     for split in sweep.splits:
         for seed in sweep.seeds:
@@ -141,25 +148,25 @@ def run_sweep(sweep: SweepConfig, progress: bool = True, render=None) -> Path:
                 return (task, split, method, theta, theta, seed)
 
             def trained(name, overrides, epochs, theta, base=base, tag=tag):
-                """Train (or reuse) a run; returns its folder and final metrics."""
-                run_dir = runs / tag / (name if theta is None else f"{name}-theta{theta:g}")
-                if (run_dir / "metrics.json").exists():
-                    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+                """Train (or reuse) a run; returns its folder, config and final metrics."""
+                run_dir = sweep.runs_dir / tag / (name if theta is None else f"{name}-theta{theta:g}")
                 d = base.to_dict()
                 d["epochs"] = epochs
                 d["method"].update(overrides)
                 if name != dense.name:
-                    d["method"]["init_from"] = str(runs / tag / dense.name)
+                    d["method"]["init_from"] = str(sweep.runs_dir / tag / dense.name)
                 th = 0.0 if theta is None else theta
                 d["model"]["theta_x"] = d["model"]["theta_h"] = th
+                cfg = TrainConfig.from_dict(d)
+                if RunFolder(run_dir, cfg.to_dict()).is_finished():
+                    return run_dir, cfg, read_json(run_dir / "metrics.json")
                 log.info("training %s", run_dir)
-                return run_dir, train(TrainConfig.from_dict(d), run_dir, progress=progress)
+                return run_dir, cfg, train(cfg, run_dir, progress=progress)
 
-            dense_dir, dense_metrics = trained(dense.name, dense.method, dense.epochs, None)
-            dense_value = dense_metrics["value"]
+            dense_dir, cfg, dense_metrics = trained(dense.name, dense.method, dense.epochs, None)
+            dense_row = make_row(cfg, dense.name, dense_metrics, None, _val_at_end(dense_metrics))
             if key(dense.name, 0.0) not in done:
-                cfg = TrainConfig.load(dense_dir / "config.json")
-                append_row(results, make_row(cfg, dense.name, dense_metrics, dense_value))
+                append_rows(results, [dense_row])
             for m in sweep.methods:
                 if m.kind == "dense":
                     continue
@@ -168,9 +175,9 @@ def run_sweep(sweep: SweepConfig, progress: bool = True, render=None) -> Path:
                     for theta in thetas:
                         if key(m.name, theta) in done:
                             continue
-                        run_dir, metrics = trained(m.name, m.method, m.epochs, theta)
-                        cfg = TrainConfig.load(run_dir / "config.json")
-                        append_row(results, make_row(cfg, m.name, metrics, dense_value))
+                        run_dir, cfg, metrics = trained(m.name, m.method, m.epochs, theta)
+                        row = make_row(cfg, m.name, metrics, dense_row, _val_at_end(metrics))
+                        append_rows(results, [row])
                     continue
                 todo = [t for t in [0.0, *thetas] if key(m.name, t) not in done]
                 if m.kind == "converted" and 0.0 in todo:
@@ -183,15 +190,10 @@ def run_sweep(sweep: SweepConfig, progress: bool = True, render=None) -> Path:
                     else trained(m.name, m.method, m.epochs, None)[0]
                 )
                 for theta in todo:
-                    cfg, metrics = evaluate_at(run_dir, theta)
-                    append_row(results, make_row(cfg, m.name, metrics, dense_value))
-            done = {row_key(r) for r in json.loads(results.read_text())}
+                    cfg, metrics, val = evaluate_at(run_dir, theta)
+                    append_rows(results, [make_row(cfg, m.name, metrics, dense_row, val)])
+            done = {r.key for r in read_rows(results)}
             log.info("%s done in %.0f s", tag, time.time() - t0)
             if render is not None:
                 render(results)
     return results
-
-
-def set_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)
