@@ -10,11 +10,18 @@ them needs about 100x fewer operations. Here, on Udacity simulator frames with a
    network at each Θ (Θ ramped up from 0).
 4. ``delta_l1``: as ``delta`` plus an L1 cost on Δx and Δh.
 
-The CNN is dense in every variant: its MACs per frame are counted from the layer shapes
-(:func:`cnn_macs`), so the whole network's cost per frame is reported beside the RNN's.
-
+Every training stage runs on :func:`deltarnn.train.fit` in a resumable run folder under
+``--out``. The CNN is dense in every variant: its MACs per frame are counted from the layer
+shapes (:func:`cnn_macs`), so the whole network's cost per frame is reported beside the RNN's.
 Test sequences are whole test pieces of each session, run as one stream each (a car does not
-restart its RNN every few frames), so the first, dense, step is counted once per session.
+restart its RNN every few frames).
+
+Run (from the repository root)::
+
+    python experiments/steering/steering.py --config experiments/steering/config.json \\
+        --out runs/steering --results experiments/steering/results.json
+    python experiments/steering/steering.py --results experiments/steering/results.json \\
+        --render experiments/steering/table.md experiments/steering/plot.png
 
 Shape legend: N frames, L window length, B batch, C channels, H x W image, D CNN features,
 K hidden units.
@@ -22,26 +29,41 @@ K hidden units.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import math
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..cost import CostReport, measure
-from ..errors import ConfigError
-from ..nn import DeltaGRU
-from .config import flat_config_fields
-from .large_speech import append_rows, run_gru
-from .methods import delta_l1_cost
+from deltarnn import DeltaGRU
+from deltarnn.cli.experiment import experiment_main
+from deltarnn.errors import ConfigError
+from deltarnn.train import (
+    RMSE,
+    Batch,
+    Hooks,
+    Loss,
+    ModelOutput,
+    ReportSpec,
+    Row,
+    RunFolder,
+    Schedule,
+    append_rows,
+    delta_l1_cost,
+    evaluate,
+    fit_run,
+    render,
+    run_rnn,
+)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("steering")
+
+REPORT = ReportSpec(title="Steering (CNN-GRU)", target=100.0, budget=0.05, relative=True)
 
 
 @dataclasses.dataclass
@@ -51,6 +73,7 @@ class SteeringConfig:
     Attributes:
         root: data root (default ``$DELTARNN_DATA``), holding ``udacity-sim/``.
         train_fraction: share of each session's duration that trains (the rest tests).
+        val_fraction: share, after the training part, that validates (0: no validation split).
         height, width: frames are resized to this.
         seq_len: window length for end-to-end training (frames).
         feature_seq_len: window length for retraining the GRU on frozen features.
@@ -63,12 +86,13 @@ class SteeringConfig:
         thetas: Θ (Θx = Θh) of the converted sweep.
         retrain_thetas: Θ of the retraining runs (one ``delta`` and one ``delta_l1`` run each).
         l1_x, l1_h: L1 weights on |Δx| and |Δh| per frame (``delta_l1``).
-        warmup_fraction: share of the retraining steps over which Θ ramps up.
+        warmup_fraction: share of the retraining epochs over which Θ ramps up.
         seed, threads: as usual.
     """
 
     root: str | None = None
     train_fraction: float = 0.8
+    val_fraction: float = 0.0
     height: int = 40
     width: int = 80
     seq_len: int = 32
@@ -90,21 +114,17 @@ class SteeringConfig:
     threads: int = 1
 
     def validate(self) -> SteeringConfig:
-        for name in (
-            "height",
-            "width",
-            "seq_len",
-            "feature_seq_len",
-            "features",
-            "hidden_size",
-            "batch_size",
-        ):
+        for name in ("seq_len", "feature_seq_len", "features", "hidden_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.height < 16 or self.width < 16:
             raise ConfigError(f"frames must be at least 16x16, got {self.height}x{self.width}")
         if not 0 < self.train_fraction < 1:
             raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if not 0 <= self.val_fraction < 1 - self.train_fraction:
+            raise ConfigError(
+                f"val_fraction must be in [0, 1 - train_fraction), got {self.val_fraction}"
+            )
         for name in ("l1_x", "l1_h", "warmup_fraction"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -113,6 +133,13 @@ class SteeringConfig:
             if any(not (math.isfinite(t) and t > 0) for t in getattr(self, name)):
                 raise ConfigError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         return self
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """What a stage's run folder is tied to (evaluation-only fields left out)."""
+        d = dataclasses.asdict(self)
+        for name in ("thetas", "retrain_thetas", "threads"):
+            d.pop(name)
+        return {"experiment": "steering", "stage": stage, **d}
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -148,7 +175,8 @@ class FrameCNN(nn.Module):
 class SteeringModel(nn.Module):
     """Frames -> :class:`FrameCNN` -> one-layer delta GRU -> linear -> angle per frame.
 
-    Inputs: ``frames`` (L, B, 3, H, W). Output: (L, B) angles.
+    :meth:`run` takes frames (L, B, 3, H, W) or already computed CNN features (L, B, D) and
+    returns (L, B) angles (a :class:`~deltarnn.train.ModelOutput`).
     """
 
     def __init__(self, cfg: SteeringConfig) -> None:
@@ -162,13 +190,13 @@ class SteeringModel(nn.Module):
         steps, batch = frames.shape[:2]
         return self.cnn(frames.flatten(0, 1)).view(steps, batch, -1)
 
-    def forward_features(self, feats: Tensor, *, delta: bool = False, count: bool = False):
-        out, counts = run_gru(self.rnn, feats, delta=delta, count=count)
-        y = self.head(out).squeeze(-1)
-        return (y, counts) if count else y
+    def run(self, x: Tensor, lengths: Tensor | None = None, count: bool = False) -> ModelOutput:
+        feats = self.features(x) if x.dim() == 5 else x
+        out, counts = run_rnn(self.rnn, feats, count=count)
+        return ModelOutput(self.head(out).squeeze(-1), counts, out.new_zeros(()))
 
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.forward_features(self.features(frames))
+    def forward(self, x: Tensor) -> Tensor:
+        return self.run(x).y
 
 
 def cnn_macs(cnn: FrameCNN) -> dict[str, int]:
@@ -208,21 +236,25 @@ def cnn_macs(cnn: FrameCNN) -> dict[str, int]:
 
 
 def load_data(cfg: SteeringConfig) -> dict[str, Any]:
-    """Training windows (``SteeringDataset``) and the whole test pieces as (frames, angles)."""
-    from ..data import SteeringDataset, load_frames, load_sessions, temporal_split
+    """Training windows, and the whole pieces of each split as (frames uint8, angles)."""
+    from deltarnn.data import SteeringDataset, load_frames, load_sessions, temporal_split
 
-    parts = temporal_split(load_sessions(cfg.root), cfg.train_fraction)
+    parts = temporal_split(load_sessions(cfg.root), cfg.train_fraction, cfg.val_fraction)
     size = (cfg.height, cfg.width)
-    train = SteeringDataset(parts.train, cfg.seq_len, cfg.seq_len // 2, size)
-    test = [
-        (load_frames(s, size), torch.from_numpy(s.steering.copy()))
-        for s in parts.test
-        if len(s) > 1
-    ]
-    train_pieces = [
-        (load_frames(s, size), torch.from_numpy(s.steering.copy())) for s in parts.train
-    ]
-    return {"train": train, "test": test, "train_pieces": train_pieces}
+
+    def pieces(sessions):
+        return [
+            (load_frames(s, size), torch.from_numpy(s.steering.copy()))
+            for s in sessions
+            if len(s) > 1
+        ]
+
+    return {
+        "train": SteeringDataset(parts.train, cfg.seq_len, cfg.seq_len // 2, size),
+        "train_pieces": pieces(parts.train),
+        "val": pieces(parts.val),
+        "test": pieces(parts.test),
+    }
 
 
 def baselines(data: dict[str, Any]) -> dict[str, float]:
@@ -238,53 +270,70 @@ def baselines(data: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _cosine(lr: float, step: int, total: int) -> float:
-    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, total))))
+class _ShuffledBatches(Sequence):
+    """One epoch of batches over ``n`` items in a seeded order, made by ``make(indices, i)``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, make) -> None:
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=g).tolist()
+        self.plan = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        self.make = make
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.make(self.plan[i], i)
 
 
-def _order(n: int, seed: int, epoch: int) -> list[int]:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+def window_batches(ds, cfg: SteeringConfig):
+    """Frame windows (L, B, 3, H, W) per epoch, each mirrored (angle negated) with p = 0.5."""
 
-
-# -- training ---------------------------------------------------------------------------------
-
-
-def train_dense(model: SteeringModel, data: dict[str, Any], cfg: SteeringConfig) -> list[float]:
-    """End-to-end CNN + GRU (Θ = 0) with mean squared error; returns the loss of each epoch."""
-    ds = data["train"]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    per_epoch = math.ceil(len(ds) / cfg.batch_size)
-    total, step, history = cfg.dense_epochs * per_epoch, 0, []
-    flips = torch.Generator().manual_seed(cfg.seed)
-    for epoch in range(cfg.dense_epochs):
-        model.train()
-        order, t0, losses = _order(len(ds), cfg.seed, epoch), time.perf_counter(), []
-        for start in range(0, len(order), cfg.batch_size):
-            items = [ds[i] for i in order[start : start + cfg.batch_size]]
-            frames = torch.stack([f for f, _ in items], 1)  # (L, B, 3, H, W)
-            target = torch.stack([y for _, y in items], 1)  # (L, B)
+    def batches(epoch: int) -> _ShuffledBatches:
+        def make(indices: list[int], i: int) -> Batch:
+            items = [ds[j] for j in indices]
+            frames = torch.stack([f for f, _ in items], 1)
+            target = torch.stack([y for _, y in items], 1)
             if cfg.flip:
-                flip = torch.rand(frames.shape[1], generator=flips) < 0.5
+                g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 1009 + i)
+                flip = torch.rand(frames.shape[1], generator=g) < 0.5
                 frames[:, flip] = frames[:, flip].flip(-1)
                 target[:, flip] = -target[:, flip]
-            for g in opt.param_groups:
-                g["lr"] = _cosine(cfg.lr, step, total)
-            loss = nn.functional.mse_loss(model(frames), target)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        history.append(sum(losses) / len(losses))
-        log.info(
-            "dense epoch %d/%d  mse %.4f  %.1fs",
-            epoch + 1,
-            cfg.dense_epochs,
-            history[-1],
-            time.perf_counter() - t0,
+            lengths = torch.full((len(indices),), frames.shape[0], dtype=torch.int64)
+            return Batch(frames, lengths, target)
+
+        return _ShuffledBatches(len(ds), cfg.batch_size, cfg.seed * 7919 + epoch, make)
+
+    return batches
+
+
+def feature_batches(feats: Tensor, target: Tensor, cfg: SteeringConfig):
+    """Windows of frozen features (L, B, D) per epoch, in a seeded order."""
+
+    def batches(epoch: int) -> _ShuffledBatches:
+        def make(indices: list[int], i: int) -> Batch:
+            lengths = torch.full((len(indices),), feats.shape[0], dtype=torch.int64)
+            return Batch(feats[:, indices], lengths, target[:, indices])
+
+        return _ShuffledBatches(
+            feats.shape[1], cfg.batch_size, cfg.seed * 7919 + 1000 + epoch, make
         )
-    return history
+
+    return batches
+
+
+def mse_loss(l1: tuple[float, float] | None = None):
+    """Mean squared error per frame (plus the L1 cost on the deltas per frame with ``l1``)."""
+
+    def loss_fn(model: SteeringModel, batch: Batch) -> Loss:
+        out = model.run(batch.x, batch.lengths, count=l1 is not None)
+        se = nn.functional.mse_loss(out.y, batch.target, reduction="sum")
+        loss = se / batch.frames
+        if l1 is not None:
+            loss = loss + delta_l1_cost(out.counts, batch.lengths, *l1, frames=batch.frames)
+        return Loss(loss, float(se.detach()), batch.frames)
+
+    return loss_fn
 
 
 @torch.no_grad()
@@ -315,97 +364,24 @@ def feature_windows(pieces, length: int) -> tuple[Tensor, Tensor]:
     return torch.stack(xs, 1), torch.stack(ys, 1)
 
 
-def retrain_gru(
-    model: SteeringModel,
-    windows: tuple[Tensor, Tensor],
-    cfg: SteeringConfig,
-    theta: float,
-    l1: bool,
-) -> list[float]:
-    """Retrain the GRU and head as a delta network on frozen features at Θx = Θh = ``theta``."""
-    feats, target = windows
-    params = list(model.rnn.parameters()) + list(model.head.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.retrain_lr)
-    n = feats.shape[1]
-    per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.retrain_epochs * per_epoch
-    warmup = max(1, round(cfg.warmup_fraction * total))
-    step, history = 0, []
-    lengths = torch.full((cfg.batch_size,), feats.shape[0], dtype=torch.int64)
-    for epoch in range(cfg.retrain_epochs):
-        model.train()
-        order, losses = _order(n, cfg.seed, 1000 + epoch), []
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            t = theta * min(1.0, (step + 1) / warmup)
-            model.rnn.set_thresholds(t, t)
-            for g in opt.param_groups:
-                g["lr"] = _cosine(cfg.retrain_lr, step, total)
-            out = model.forward_features(feats[:, idx], delta=True, count=l1)
-            pred, counts = out if l1 else (out, None)
-            loss = nn.functional.mse_loss(pred, target[:, idx])
-            if l1:
-                loss = loss + delta_l1_cost(counts, lengths[: len(idx)], cfg.l1_x, cfg.l1_h)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        history.append(sum(losses) / len(losses))
-    model.rnn.set_thresholds(theta, theta)
-    log.info("retrained at theta %.3f (l1=%s): last loss %.4f", theta, l1, history[-1])
-    return history
+def stream_batches(pieces) -> list[Batch]:
+    """Each piece as one stream: features (N, 1, D), angles (N, 1)."""
+    return [
+        Batch(f[:, None], torch.tensor([len(f)], dtype=torch.int64), y[:, None]) for f, y in pieces
+    ]
 
 
-@torch.no_grad()
-def evaluate(model: SteeringModel, test_features, theta: float) -> dict[str, Any]:
-    """RMSE over every test frame, each test piece run as one stream, and the RNN's cost."""
-    model.eval()
-    model.rnn.set_thresholds(theta, theta)
-    se, count = 0.0, 0
-    report: CostReport | None = None
-    for feats, y in test_features:
-        x = feats[:, None]  # (N, 1, D): one stream
-        out, _ = model.rnn(x)
-        pred = model.head(out).squeeze(-1).squeeze(-1)
-        se += float(((pred - y) ** 2).sum())
-        count += len(y)
-        r = measure(model.rnn, x)
-        report = r if report is None else report + r
-    return {"rmse": math.sqrt(se / max(1, count)), "cost": report.to_dict()}
+# -- the experiment ---------------------------------------------------------------------------
 
 
-def make_row(cfg: SteeringConfig, method: str, theta: float, result, dense_value) -> dict:
-    """A results row in the sweep format (:func:`deltarnn.train.sweep.make_row`)."""
-    total = result["cost"]["total"]
-    return {
-        "task": "steering",
-        "split": "temporal",
-        "method": method,
-        "theta_x": theta,
-        "theta_h": theta,
-        "seed": cfg.seed,
-        "metric": "rmse",
-        "value": result["rmse"],
-        "dense_value": dense_value,
-        "mac_reduction": total["mac_reduction"],
-        "byte_reduction": total["weight_byte_reduction"],
-        "occupancy_x": total["occupancy_x"],
-        "occupancy_h": total["occupancy_h"],
-    }
-
-
-def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path) -> dict:
-    """The whole experiment; reuses finished weights in ``out_dir``. Writes rows to ``results``
-    and ``summary.json`` (baselines, CNN and RNN MACs per frame, best points) beside it."""
-    from .large_speech import load_weights, save_model
-
+def run_experiment(
+    cfg: SteeringConfig, out_dir: str | Path, results: str | Path, force: bool = False
+) -> dict:
+    """The whole experiment; each stage a resumable run folder in ``out_dir``. Writes rows to
+    ``results`` and ``summary.json`` (baselines, CNN and RNN MACs per frame) beside it."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     out, results = Path(out_dir), Path(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     data = load_data(cfg)
     log.info(
         "steering: %d training windows, %d test frames",
@@ -414,63 +390,99 @@ def run_experiment(cfg: SteeringConfig, out_dir: str | Path, results: str | Path
     )
     torch.manual_seed(cfg.seed)
     model = SteeringModel(cfg)
-    path = out / "dense.safetensors"
-    timings = {}
-    if path.exists():
-        load_weights(model, path)
-    else:
-        t0 = time.perf_counter()
-        train_dense(model, data, cfg)
-        timings["dense_train_s"] = time.perf_counter() - t0
-        save_model(model, path)
+    dense_schedule = Schedule(epochs=cfg.dense_epochs, lr=cfg.lr, lr_floor=0.05, seed=cfg.seed)
+    fit_run(
+        model,
+        window_batches(data["train"], cfg),
+        mse_loss(),
+        schedule=dense_schedule,
+        folder=RunFolder(out / "dense", cfg.stage_config("dense")),
+        force=force,
+    )
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
-    test_feats = frozen_features(model, data["test"])
-    base = evaluate(model, test_feats, 0.0)
-    dense_value = base["rmse"]
-    rows, rnn_macs = [], []
+    test = stream_batches(frozen_features(model, data["test"]))
+    val = stream_batches(frozen_features(model, data["val"])) if data["val"] else None
+    hooks = Hooks() if val is None else Hooks(validate=lambda m: evaluate(m, val, RMSE()).summary())
+    rows: list[Row] = []
+    rnn_macs: list[float] = []
 
-    def record(method: str, theta: float, result: dict) -> dict:
-        rows.append(make_row(cfg, method, theta, result, dense_value))
-        rnn_macs.append(result["cost"]["total"]["delta_macs"])
+    def record(method: str, theta: float) -> Row:
+        model.rnn.set_thresholds(theta, theta)
+        result = evaluate(model, test, RMSE())
+        val_value = None if val is None else evaluate(model, val, RMSE()).value
+        dense = rows[0] if rows else None
+        rows.append(
+            Row.from_cost(
+                result.cost.to_dict(),
+                task="steering",
+                split="temporal",
+                method=method,
+                theta_x=theta,
+                theta_h=theta,
+                seed=cfg.seed,
+                metric="rmse",
+                value=result.value,
+                dense_value=result.value if dense is None else dense.value,
+                val_value=val_value,
+                dense_val_value=val_value if dense is None else dense.val_value,
+            )
+        )
+        # The dense model runs as a plain GRU: every product in full, nothing skipped.
+        total = result.cost.to_dict()["total"]
+        rnn_macs.append(total["dense_macs"] if dense is None else total["delta_macs"])
         return rows[-1]
 
-    record("dense", 0.0, base)
-    # The dense model runs as a plain GRU: every product in full, nothing skipped.
-    rnn_macs[0] = base["cost"]["total"]["dense_macs"]
+    record("dense", 0.0)
     for t in cfg.thetas:
-        record("converted", t, evaluate(model, test_feats, t))
+        record("converted", t)
     append_rows(results, rows)
     train_feats = frozen_features(model, data["train_pieces"])
     if cfg.flip:
         train_feats += frozen_features(model, data["train_pieces"], flip=True)
-    windows = feature_windows(train_feats, cfg.feature_seq_len)
-    t0 = time.perf_counter()
-    for method, l1 in (("delta", False), ("delta_l1", True)):
+    feats, target = feature_windows(train_feats, cfg.feature_seq_len)
+    params = [*model.rnn.parameters(), *model.head.parameters()]
+    for method, l1 in (("delta", None), ("delta_l1", (cfg.l1_x, cfg.l1_h))):
         new = []
         for theta in cfg.retrain_thetas:
             model.load_state_dict(dense_state)
-            retrain_gru(model, windows, cfg, theta, l1)
-            new.append(record(method, theta, evaluate(model, test_feats, theta)))
+            model.rnn.set_thresholds(theta, theta)
+            schedule = Schedule(
+                epochs=cfg.retrain_epochs,
+                lr=cfg.retrain_lr,
+                lr_floor=0.05,
+                theta_warmup_epochs=cfg.warmup_fraction * cfg.retrain_epochs,
+                seed=cfg.seed,
+            )
+            stage = f"{method}-theta{theta:g}"
+            fit_run(
+                model,
+                feature_batches(feats, target, cfg),
+                mse_loss(l1),
+                schedule=schedule,
+                folder=RunFolder(out / stage, {**cfg.stage_config(stage), "theta": theta}),
+                hooks=hooks,
+                params=params,
+                force=force,
+            )
+            new.append(record(method, theta))
         append_rows(results, new)
-    timings["retrain_s"] = time.perf_counter() - t0
     frames = sum(len(y) for _, y in data["test"])
     cnn = cnn_macs(model.cnn)
     summary = {
         "baselines_rmse": baselines(data),
-        "dense_rmse": dense_value,
+        "dense_rmse": rows[0].value,
         "test_frames": frames,
         "cnn_macs_per_frame": cnn,
         "rnn_dense_macs_per_frame": rnn_macs[0] / frames,
         "head_macs_per_frame": cfg.hidden_size,
         "rows": [
             {
-                **r,
+                **r.to_dict(),
                 "rnn_macs_per_frame": macs / frames,
                 "total_macs_per_frame": cnn["total"] + macs / frames + cfg.hidden_size,
             }
             for r, macs in zip(rows, rnn_macs, strict=True)
         ],
-        "timings_s": timings,
     }
     (results.parent / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -508,34 +520,18 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", help="folder for weights and config (needed to train)")
-    parser.add_argument("--results", required=True, help="results.json to append rows to")
-    parser.add_argument("--config", help="JSON file with SteeringConfig fields")
-    parser.add_argument("set", nargs="*", help="field=value overrides (values parsed as JSON)")
-    parser.add_argument(
-        "--render",
-        nargs=2,
-        metavar=("TABLE", "PLOT"),
-        help="only write the tables (markdown, with summary.json beside --results) and the plot",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.render:
-        from .large_speech import render
+def render_tables(results: str, table: str, plot: str) -> str:
+    """The generic table and plot of ``results``, plus the whole network's cost per frame (from
+    ``summary.json`` beside ``results``)."""
+    text = render(results, REPORT, None, [plot])
+    summary = json.loads((Path(results).parent / "summary.json").read_text())
+    text += "\n### Whole network, per frame\n\n" + summary_table(summary)
+    Path(table).write_text(text)
+    return text
 
-        text = render(args.results, args.render[0], args.render[1], target=100.0)
-        summary = json.loads((Path(args.results).parent / "summary.json").read_text())
-        text += "\n### Whole network, per frame\n\n" + summary_table(summary)
-        Path(args.render[0]).write_text(text)
-        print(text)
-        return 0
-    if not args.out:
-        parser.error("--out is required to run the experiment")
-    fields = flat_config_fields(SteeringConfig, args.config, args.set)
-    run_experiment(SteeringConfig(**fields), args.out, args.results)
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    return experiment_main(argv, __doc__, SteeringConfig, run_experiment, render_tables)
 
 
 if __name__ == "__main__":

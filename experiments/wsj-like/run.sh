@@ -2,16 +2,16 @@
 # Reproduce every figure of this folder: the two tasks run in parallel (about 35 minutes on
 # 2 shared CPU cores), then the table and the plot are rendered from results.json.
 # Needs DELTARNN_DATA holding fsdd/ and asterisk/ (fetch the prompts once with
-# python -c "from deltarnn.data import prepare_asterisk; prepare_asterisk(download=True)").
+# deltarnn data fetch asterisk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=experiments/wsj-like
 RUNS=${RUNS:-runs/wsj-like}
 mkdir -p "$RUNS"
 for task in strings asterisk; do
-    python -m deltarnn.train.large_speech --config $HERE/$task.json --out "$RUNS/$task" \
+    python $HERE/speech.py --config $HERE/$task.json --out "$RUNS/$task" \
         --results $HERE/results.json > "$RUNS/$task.log" 2>&1 &
 done
 wait
-python -m deltarnn.train.large_speech --results $HERE/results.json \
+python $HERE/speech.py --results $HERE/results.json \
     --render $HERE/table.md $HERE/plot.png

@@ -2,59 +2,71 @@
 
 The paper's WSJ result (Neil et al., ICML 2017, §4.3): a large speech recogniser trained the
 ordinary way already runs cheaper as a delta network, and retraining it with thresholds in the
-forward pass (and an L1 cost on the deltas) lowers the cost further at a negligible loss. Here
-the same three curves -- error rate against the accountant's MAC reduction on the test set --
-are built for two tasks this project can fetch:
+forward pass (and an L1 cost on the deltas) lowers the cost further at a negligible loss. The
+three curves -- error rate against the MAC reduction on the test set -- for two tasks:
 
 * ``strings``: connected FSDD digit strings, held-out speakers (digit error rate, DER);
 * ``asterisk``: the Asterisk prompts, continuous English of one speaker, held-out prompts
   (character error rate, CER).
 
-Model: log-mel features -> ``num_layers`` delta GRU layers -> linear -> log-softmax per frame.
-Dense training uses torch's fused GRU (the Θ = 0 delta network computes exactly that function);
-delta training uses the fast training path with the same values and gradients as the spec
-(:func:`deltarnn.ops.triton_train.delta_gru_train`), falling back to the spec itself.
+Model: log-mel features -> ``num_layers`` delta GRU layers -> linear -> log-softmax per frame
+(:class:`deltarnn.train.SequenceModel`, the package's CTC head), trained with
+:func:`deltarnn.train.fit`; every stage (dense, delta, delta_l1) is a resumable run folder under
+``--out``. With a validation split (``val_speakers`` / ``val_fraction``) every epoch records
+the validation error and occupancy, and every row its validation error.
 
-Run everything (writes ``results.json`` rows in the sweep format of :mod:`deltarnn.train.sweep`)::
+Run (from the repository root)::
 
-    python -m deltarnn.train.large_speech --task strings --out runs/wsj-like \
-        --results experiments/wsj-like/results.json
+    python experiments/wsj-like/speech.py --config experiments/wsj-like/strings.json \\
+        --out runs/wsj-like/strings --results experiments/wsj-like/results.json
+    python experiments/wsj-like/speech.py --results experiments/wsj-like/results.json \\
+        --render experiments/wsj-like/table.md experiments/wsj-like/plot.png
 
-Shape legend: T frames, B batch, F features, H hidden units, C classes (blank = 0).
+Shape legend: T frames, B batch, F features, C classes (blank = 0).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import math
-import os
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..cost import CostReport, measure
-from ..errors import ConfigError
-from ..functional import DeltaCounts, delta_gru, gru_initial_state
-from ..nn import DeltaGRU
-from .config import flat_config_fields
-from .ctc import edit_distance, greedy_decode
-from .loop import batch_plan
-from .methods import delta_l1_cost
+from deltarnn.cli.experiment import experiment_main
+from deltarnn.data import FeatureParams, UtteranceNormalizer
+from deltarnn.errors import ConfigError
+from deltarnn.train import (
+    Batch,
+    ErrorRate,
+    Hooks,
+    IndexBatches,
+    Loss,
+    ModelConfig,
+    ReportSpec,
+    Row,
+    RunFolder,
+    Schedule,
+    SequenceModel,
+    append_rows,
+    ctc_batch,
+    delta_l1_cost,
+    evaluate,
+    fit_run,
+    frame_label_batch,
+    ordered_batches,
+    render,
+)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wsj-like")
 
 TASKS = ("strings", "asterisk")
-METHODS = ("dense", "converted", "delta", "delta_l1")
-
-
-# -- configuration ----------------------------------------------------------------------------
+REPORT = ReportSpec(
+    title="WSJ-like (CTC GRU)", target=5.7, budget=0.05, relative=True, reduction="mac_reduction"
+)
 
 
 @dataclasses.dataclass
@@ -64,34 +76,36 @@ class SpeechConfig:
     Attributes:
         task: ``"strings"`` or ``"asterisk"``.
         root: data root (default ``$DELTARNN_DATA``).
-        num_strings: training strings (``strings``); the test split gets a quarter as many.
+        num_strings: training strings (``strings``); validation and test get a quarter as many.
         max_digits: longest digit string.
+        val_speakers: validation speakers (``strings``; empty: no validation split).
         max_seconds: drop longer prompts (``asterisk``).
-        test_fraction: held-out share of the prompts (``asterisk``).
+        test_fraction, val_fraction: held-out shares of the prompts (``asterisk``).
         hop_ms, win_ms: feature frame step and window (the frame rate the RNN runs at).
         num_layers, hidden_size: the GRU stack.
         batch_size: utterances per batch.
         dense_epochs, retrain_epochs: epochs of dense training and of each retraining run.
         align_epochs: ``strings`` only: epochs of frame-level cross-entropy against the known
-            splice alignment (digit frames -> digit, pauses -> blank) before the CTC epochs.
-            A deep GRU trained with CTC alone from scratch sits long on the all-blank plateau.
+            splice alignment before the CTC epochs (CTC alone from scratch sits long on the
+            all-blank plateau).
         lr, retrain_lr: Adam learning rates (cosine decay to 5 %).
-        train_theta: Θx = Θh used in the forward pass of delta retraining.
+        train_theta: Θx = Θh in the forward pass of delta retraining.
         warmup_fraction: share of the retraining epochs over which Θ ramps up from 0.
         l1_x, l1_h: L1 weights on |Δx| and |Δh| per frame (the ``delta_l1`` run).
         thetas: the Θ (Θx = Θh) every model is evaluated at.
         seed: initialisation and data order.
         threads: torch intra-op threads.
-        backend: delta backend for evaluation (``"auto"``: the fastest; ``"reference"``: the
-            spec; they give the same values).
+        backend: delta backend for evaluation (they give the same values).
     """
 
     task: str = "strings"
     root: str | None = None
     num_strings: int = 800
     max_digits: int = 5
+    val_speakers: list[str] = dataclasses.field(default_factory=list)
     max_seconds: float = 6.0
     test_fraction: float = 0.15
+    val_fraction: float = 0.0
     hop_ms: float = 10.0
     win_ms: float = 25.0
     num_layers: int = 3
@@ -124,7 +138,7 @@ class SpeechConfig:
         for name in ("dense_epochs", "retrain_epochs", "align_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("train_theta", "l1_x", "l1_h", *()):
+        for name in ("train_theta", "l1_x", "l1_h", "warmup_fraction"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be finite and >= 0, got {v}")
@@ -132,573 +146,207 @@ class SpeechConfig:
             raise ConfigError(f"thetas must be finite and >= 0, got {self.thetas}")
         return self
 
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """What a stage's run folder is tied to (evaluation-only fields left out)."""
+        d = dataclasses.asdict(self)
+        for name in ("thetas", "threads", "backend"):
+            d.pop(name)
+        return {"experiment": "wsj-like", "stage": stage, **d}
+
 
 # -- data -------------------------------------------------------------------------------------
 
 
-class _UtteranceNorm:
-    """Subtract the utterance's own mean per band, then scale by the training set's statistics."""
-
-    def __init__(self, normalizer) -> None:
-        self.normalizer = normalizer
-
-    def __call__(self, x):
-        return self.normalizer(x - x.mean(0))
-
-
 def load_speech(cfg: SpeechConfig) -> dict[str, Any]:
-    """``{"train", "test"}`` datasets with normalisation, plus ``num_classes`` and ``blank``."""
-    from ..data import FeatureNormalizer, FeatureParams
-
+    """``train``, ``test`` (and ``val``) datasets, normalised, plus ``num_classes``, ``blank``."""
     params = FeatureParams(hop_ms=cfg.hop_ms, win_ms=cfg.win_ms)
     if cfg.task == "strings":
-        from ..data import DigitStringConfig, load_digit_strings
+        from deltarnn.data import DigitStringConfig, load_digit_strings
 
+        n = cfg.num_strings
         splits = load_digit_strings(
             cfg.root,
             split="speaker",
-            num_examples={"train": cfg.num_strings, "test": max(1, cfg.num_strings // 4)},
+            num_examples={"train": n, "val": max(1, n // 4), "test": max(1, n // 4)},
             config=DigitStringConfig(max_digits=cfg.max_digits),
             seed=cfg.seed,
             params=params,
+            val_speakers=tuple(cfg.val_speakers),
         )
     else:
-        from ..data import load_asterisk
+        from deltarnn.data import load_asterisk
 
         splits = load_asterisk(
             cfg.root,
             test_fraction=cfg.test_fraction,
+            val_fraction=cfg.val_fraction,
             max_seconds=cfg.max_seconds,
             params=params,
         )
-    train, test = splits["train"], splits["test"]
-    norm = FeatureNormalizer.fit([f - f.mean(0) for f in train.features])
-    train.transform = test.transform = _UtteranceNorm(norm)
-    return {
-        "train": train,
-        "test": test,
-        "num_classes": train.num_classes,
-        "blank": train.blank,
-        "num_features": train.num_features,
-    }
+    norm = UtteranceNormalizer.fit(splits["train"].features)
+    for ds in splits.values():
+        ds.transform = norm
+    train = splits["train"]
+    return {**splits, "num_classes": train.num_classes, "blank": train.blank}
 
 
-def ctc_batch(dataset, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(features (T, B, F), lengths (B,), targets (sum L,), target lengths (B,))."""
-    from ..data import collate_ctc
+class _FrameLabelled:
+    """A dataset's features with per-frame labels as targets (for frame-level training)."""
 
-    return collate_ctc([dataset[i] for i in indices])
+    def __init__(self, dataset, labels: list[torch.Tensor]) -> None:
+        self.dataset, self.labels = dataset, labels
 
+    def __len__(self) -> int:
+        return len(self.dataset)
 
-# -- the GRU stack with three ways to run it --------------------------------------------------
+    def __getitem__(self, i: int):
+        return self.dataset[i][0], self.labels[i]
 
-
-def _fast_train():
-    try:
-        from ..ops.triton_train import delta_gru_train
-    except ImportError:  # pragma: no cover - the spec below gives the same values and gradients
-        return None
-    return delta_gru_train
+    def lengths(self) -> list[int]:
+        return self.dataset.lengths()
 
 
-def run_gru(
-    rnn: DeltaGRU, x: Tensor, *, delta: bool, count: bool = False
-) -> tuple[Tensor, list[DeltaCounts] | None]:
-    """Run ``rnn`` on (T, B, I) with gradients: fused dense GRU, or the delta network.
+# -- losses -----------------------------------------------------------------------------------
 
-    Args:
-        delta: use the module's thresholds in the forward pass (else Θ = 0, torch's fused GRU,
-            which the Θ = 0 delta network equals exactly).
-        count: also return per-layer counts (needs ``delta``), with differentiable ``abs_x`` and
-            ``abs_h`` for the L1 cost.
-    """
-    if not delta:
-        if count:
-            raise ConfigError("count=True needs delta=True")
-        weights = []
-        for k in range(rnn.num_layers):
-            weights.extend(w for w in rnn.layer_weights(k) if w is not None)
-        h0 = x.new_zeros(rnn.num_layers, x.shape[1], rnn.hidden_size)
-        out, _ = torch._VF.gru(
-            x, h0, weights, rnn.bias, rnn.num_layers, rnn.dropout, rnn.training, False, False
+
+def ctc_loss(blank: int, l1: tuple[float, float] | None):
+    """CTC per frame (plus the L1 cost on the deltas per frame when ``l1`` = (λx, λh))."""
+
+    def loss_fn(model: SequenceModel, batch: Batch) -> Loss:
+        out = model.run(batch.x, batch.lengths, count=l1 is not None)
+        ctc = nn.functional.ctc_loss(
+            out.y,
+            batch.target,
+            batch.lengths,
+            batch.target_lengths,
+            blank=blank,
+            reduction="sum",
+            zero_infinity=True,
         )
-        return out, None
-    fast = _fast_train()
-    counts = []
-    for k in range(rnn.num_layers):
-        w_ih, w_hh, b_ih, b_hh = rnn.layer_weights(k)
-        theta_x, theta_h = rnn.thresholds(k)
-        state = gru_initial_state(w_ih, b_ih, b_hh, x.shape[1])
-        if fast is not None:
-            x, _, c = fast(x, state, w_ih, w_hh, theta_x, theta_h, count=count)
-        else:
-            x, _, c = delta_gru(x, state, w_ih, w_hh, theta_x, theta_h, count=count)
-        counts.append(c)
-    return x, (counts if count else None)
+        loss = ctc / batch.frames
+        if l1 is not None:
+            loss = loss + delta_l1_cost(out.counts, batch.lengths, *l1, frames=batch.frames)
+        return Loss(loss, float(ctc.detach()), float(batch.lengths.sum()))
+
+    return loss_fn
 
 
-class CTCRecognizer(nn.Module):
-    """Features -> delta GRU stack -> per-frame log-probabilities over C classes.
-
-    Inputs: ``x`` (T, B, F). Output: (T, B, C) log-probabilities (and counts with ``count``).
-    """
-
-    def __init__(
-        self,
-        num_features: int,
-        num_classes: int,
-        hidden_size: int,
-        num_layers: int,
-        backend: str = "auto",
-    ):
-        super().__init__()
-        self.rnn = DeltaGRU(num_features, hidden_size, num_layers, backend=backend)
-        self.head = nn.Linear(hidden_size, num_classes)
-
-    def forward(self, x: Tensor, *, delta: bool = False, count: bool = False):
-        out, counts = run_gru(self.rnn, x, delta=delta, count=count)
-        logp = torch.log_softmax(self.head(out), dim=-1)
-        return (logp, counts) if count else logp
+def frame_loss(model: SequenceModel, batch: Batch) -> Loss:
+    """Frame-level cross-entropy against the splice alignment (padded frames: -100)."""
+    logp = model.run(batch.x, batch.lengths).y
+    nll = nn.functional.nll_loss(
+        logp.flatten(0, 1), batch.target.flatten(), ignore_index=-100, reduction="sum"
+    )
+    return Loss(nll / batch.frames, float(nll.detach()), float(batch.lengths.sum()))
 
 
-# -- training and evaluation ------------------------------------------------------------------
+# -- the experiment ---------------------------------------------------------------------------
 
 
-def train_ctc(
-    model: CTCRecognizer,
-    data: dict[str, Any],
-    cfg: SpeechConfig,
-    *,
-    epochs: int,
-    lr: float,
-    theta: float = 0.0,
-    l1: bool = False,
-) -> list[float]:
-    """Train with CTC; Θ (ramped up over ``warmup_fraction`` of the epochs) when ``theta`` > 0.
-
-    Returns:
-        The mean CTC loss per frame of each epoch.
-    """
-    train = data["train"]
-    lengths = train.lengths()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    plans = [batch_plan(lengths, cfg.batch_size, cfg.seed, e) for e in range(epochs)]
-    total_steps = max(1, sum(len(p) for p in plans))
-    warmup = max(1, round(cfg.warmup_fraction * total_steps))
-    step, history = 0, []
-    delta = theta > 0
-    for epoch, plan in enumerate(plans):
-        model.train()
-        t0, loss_sum, frames = time.perf_counter(), 0.0, 0
-        for idx in plan:
-            frac = min(1.0, (step + 1) / warmup)
-            model.rnn.set_thresholds(theta * frac, theta * frac)
-            for g in opt.param_groups:
-                g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
-            x, xl, y, yl = ctc_batch(train, idx)
-            out = model(x, delta=delta, count=l1)
-            logp, counts = out if l1 else (out, None)
-            ctc = nn.functional.ctc_loss(
-                logp, y, xl, yl, blank=data["blank"], reduction="sum", zero_infinity=True
-            )
-            n_frames = int(xl.sum())
-            loss = ctc / n_frames
-            if l1:
-                loss = loss + delta_l1_cost(counts, xl, cfg.l1_x, cfg.l1_h)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            loss_sum += float(ctc.detach())
-            frames += n_frames
-            step += 1
-        history.append(loss_sum / max(1, frames))
-        log.info(
-            "epoch %d/%d  ctc/frame %.4f  theta %.3f  %.1fs",
-            epoch + 1,
-            epochs,
-            history[-1],
-            theta,
-            time.perf_counter() - t0,
-        )
-    model.rnn.set_thresholds(theta, theta)
-    return history
-
-
-def frame_labels(dataset) -> list[Tensor]:
-    """Per-frame classes of digit strings from the splice: a frame whose centre lies inside a
-    digit's samples gets that digit's class, every other frame the blank. (T_i,) int64 each."""
-    import numpy as np
-
-    from ..data import load_audio
-    from ..data.digit_strings import synthesize
-
-    rate = dataset.params.sample_rate
-    hop = max(1, round(rate * dataset.params.hop_ms / 1000))
-    audio: dict = {}
-    out = []
-    for plan, steps in zip(dataset.strings, dataset.lengths(), strict=True):
-        for r in plan.recordings:
-            if r.path not in audio:
-                audio[r.path] = load_audio(r.path, rate)[0]
-        _, segments = synthesize(plan, rate, dataset.config.noise_std, audio)
-        centres = np.arange(steps) * hop  # frames are centred (see deltarnn.data.features)
-        labels = np.zeros(steps, np.int64)
-        for (a, b), c in zip(segments, plan.labels, strict=True):
-            labels[(centres >= a) & (centres < b)] = c
-        out.append(torch.from_numpy(labels))
-    return out
-
-
-def train_aligned(
-    model: CTCRecognizer, data: dict[str, Any], labels: list[Tensor], cfg: SpeechConfig
-) -> list[float]:
-    """Dense frame-level cross-entropy against :func:`frame_labels` for ``align_epochs``."""
-    from ..data import pad_sequences
-
-    train = data["train"]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history = []
-    for epoch in range(cfg.align_epochs):
-        model.train()
-        t0, total, frames = time.perf_counter(), 0.0, 0
-        for idx in batch_plan(train.lengths(), cfg.batch_size, cfg.seed, 10_000 + epoch):
-            x, xl, _, _ = ctc_batch(train, idx)
-            y, _ = pad_sequences([labels[i] for i in idx], padding_value=-100)
-            logp = model(x)
-            loss = nn.functional.nll_loss(logp.flatten(0, 1), y.flatten(), ignore_index=-100)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += float(loss.detach()) * int(xl.sum())
-            frames += int(xl.sum())
-        history.append(total / max(1, frames))
-        log.info(
-            "aligned epoch %d/%d  ce/frame %.4f  %.1fs",
-            epoch + 1,
-            cfg.align_epochs,
-            history[-1],
-            time.perf_counter() - t0,
-        )
-    return history
-
-
-def evaluate_ctc(
-    model: CTCRecognizer, dataset, theta: float, blank: int = 0, batch_size: int = 64
-) -> dict[str, Any]:
-    """Error rate (edit distance / reference length) and the accountant's cost at Θx = Θh = θ.
-
-    The whole test set runs as a delta network (no gradients, the fastest backend); the cost
-    counts only the valid (unpadded) frames.
-    """
-    model.eval()
-    model.rnn.set_thresholds(theta, theta)
-    order = sorted(range(len(dataset)), key=lambda i: dataset.lengths()[i])
-    edits = ref_len = exact = 0
-    report: CostReport | None = None
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            x, xl, y, yl = ctc_batch(dataset, idx)
-            out, _ = model.rnn(x)
-            logp = torch.log_softmax(model.head(out), dim=-1)
-            r = measure(model.rnn, x, lengths=xl)
-            report = r if report is None else report + r
-            refs = torch.split(y, yl.tolist())
-            for hyp, ref in zip(greedy_decode(logp, xl, blank), refs, strict=True):
-                d = edit_distance(hyp, ref.tolist())
-                edits += d
-                ref_len += len(ref)
-                exact += d == 0
-    return {
-        "error_rate": edits / max(1, ref_len),
-        "exact": exact / max(1, len(dataset)),
-        "cost": report.to_dict(),
-    }
-
-
-def make_row(
-    cfg: SpeechConfig, method: str, theta: float, result: dict, dense_value: float | None
-) -> dict[str, Any]:
-    """A results row in the sweep format (:func:`deltarnn.train.sweep.make_row`)."""
-    total = result["cost"]["total"]
-    return {
-        "task": cfg.task,
-        "split": "speaker" if cfg.task == "strings" else "utterance",
-        "method": method,
-        "theta_x": theta,
-        "theta_h": theta,
-        "seed": cfg.seed,
-        "metric": "der" if cfg.task == "strings" else "cer",
-        "value": result["error_rate"],
-        "dense_value": dense_value,
-        "mac_reduction": total["mac_reduction"],
-        "byte_reduction": total["weight_byte_reduction"],
-        "occupancy_x": total["occupancy_x"],
-        "occupancy_h": total["occupancy_h"],
-    }
-
-
-def _row_key(row: dict) -> tuple:
-    return tuple(row[k] for k in ("task", "split", "method", "theta_x", "theta_h", "seed"))
-
-
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Merge ``rows`` into the JSON list at ``path`` (same key replaces), atomically."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Several experiments may share one results file: serialise the read-modify-write.
-    import hashlib
-    import tempfile
-
-    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"deltarnn-results-{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = json.loads(path.read_text()) if path.exists() else []
-        keys = {_row_key(r) for r in rows}
-        merged = [r for r in old if _row_key(r) not in keys] + rows
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, indent=1) + "\n")
-        os.replace(tmp, path)
-
-
-def save_model(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(path)))
-
-
-def run_experiment(cfg: SpeechConfig, out_dir: str | Path, results: str | Path) -> list[dict]:
+def run_experiment(
+    cfg: SpeechConfig, out_dir: str | Path, results: str | Path, force: bool = False
+) -> list[Row]:
     """Dense training, the converted sweep, delta and delta+L1 retraining, and their sweeps.
 
-    Finished pieces (a ``<method>.safetensors`` in ``out_dir``) are reused, so a second call
-    resumes. Rows are appended to ``results`` as each curve is done.
-
-    Returns:
-        All rows of this experiment.
+    Each stage is a run folder under ``out_dir``; finished stages are reused, interrupted ones
+    resume. Rows are appended to ``results`` as each curve is done.
     """
     cfg.validate()
     torch.set_num_threads(cfg.threads)
-    out, results = Path(out_dir), Path(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    out = Path(out_dir)
     data = load_speech(cfg)
-    log.info(
-        "%s: %d train / %d test items, %d / %d frames",
-        cfg.task,
-        len(data["train"]),
-        len(data["test"]),
-        sum(data["train"].lengths()),
-        sum(data["test"].lengths()),
-    )
+    train, val = data["train"], data.get("val")
+    log.info("%s: %d train / %d test items", cfg.task, len(train), len(data["test"]))
+    metric = "der" if cfg.task == "strings" else "cer"
+    test_batches = ordered_batches(data["test"], ctc_batch, 64)
+    val_batches = None if val is None else ordered_batches(val, ctc_batch, 64)
+    hooks = Hooks()
+    if val_batches is not None:
+        hooks = Hooks(
+            validate=lambda m: evaluate(m, val_batches, ErrorRate(metric, data["blank"])).summary()
+        )
 
-    def fresh() -> CTCRecognizer:
+    def fresh(theta: float) -> SequenceModel:
         torch.manual_seed(cfg.seed)
-        return CTCRecognizer(
-            data["num_features"], data["num_classes"], cfg.hidden_size, cfg.num_layers, cfg.backend
+        model_cfg = ModelConfig(
+            num_layers=cfg.num_layers,
+            hidden_size=cfg.hidden_size,
+            theta_x=theta,
+            theta_h=theta,
+            backend=cfg.backend,
+        )
+        return SequenceModel(model_cfg, train.num_features, data["num_classes"], per_frame=True)
+
+    def stage(
+        name: str, model: SequenceModel, batches, loss_fn, epochs: int, lr: float, warmup=0.0
+    ):
+        schedule = Schedule(
+            epochs=epochs, lr=lr, lr_floor=0.05, theta_warmup_epochs=warmup, seed=cfg.seed
+        )
+        folder = RunFolder(out / name, cfg.stage_config(name))
+        return fit_run(
+            model, batches, loss_fn, schedule=schedule, folder=folder, hooks=hooks, force=force
         )
 
-    timings: dict[str, float] = {}
-    dense = fresh()
-    path = out / "dense.safetensors"
-    if path.exists():
-        load_weights(dense, path)
-    else:
-        t0 = time.perf_counter()
-        if cfg.align_epochs:
-            train_aligned(dense, data, frame_labels(data["train"]), cfg)
-        train_ctc(dense, data, cfg, epochs=cfg.dense_epochs, lr=cfg.lr)
-        timings["dense_train_s"] = time.perf_counter() - t0
-        save_model(dense, path)
-    base = evaluate_ctc(dense, data["test"], 0.0, data["blank"])
-    dense_value = base["error_rate"]
-    rows = [make_row(cfg, "dense", 0.0, base, dense_value)]
-    rows += [
-        make_row(
-            cfg, "converted", t, evaluate_ctc(dense, data["test"], t, data["blank"]), dense_value
-        )
-        for t in cfg.thetas
-        if t > 0
-    ]
+    ctc_batches = IndexBatches(train, cfg.batch_size, cfg.seed, ctc_batch)
+    dense = fresh(0.0)
+    if cfg.align_epochs:
+        aligned = _FrameLabelled(train, train.frame_labels())
+        # Another order than the CTC epochs' (seed offset), as the aligned epochs come first.
+        align_batches = IndexBatches(aligned, cfg.batch_size, cfg.seed + 10_000, frame_label_batch)
+        stage("align", dense, align_batches, frame_loss, cfg.align_epochs, cfg.lr)
+    stage("dense", dense, ctc_batches, ctc_loss(data["blank"], None), cfg.dense_epochs, cfg.lr)
+
+    def rows_at(model: SequenceModel, method: str, thetas: list[float], dense_row: Row | None):
+        rows = []
+        for t in thetas:
+            model.rnn.set_thresholds(t, t)
+            test = evaluate(model, test_batches, ErrorRate(metric, data["blank"]))
+            val_value = None
+            if val_batches is not None:
+                val_value = evaluate(model, val_batches, ErrorRate(metric, data["blank"])).value
+            rows.append(
+                Row.from_cost(
+                    test.cost.to_dict(),
+                    task=cfg.task,
+                    split="speaker" if cfg.task == "strings" else "utterance",
+                    method=method,
+                    theta_x=t,
+                    theta_h=t,
+                    seed=cfg.seed,
+                    metric=metric,
+                    value=test.value,
+                    dense_value=test.value if dense_row is None else dense_row.value,
+                    val_value=val_value,
+                    dense_val_value=val_value if dense_row is None else dense_row.val_value,
+                )
+            )
+        return rows
+
+    (dense_row,) = rows_at(dense, "dense", [0.0], None)
+    rows = [dense_row, *rows_at(dense, "converted", [t for t in cfg.thetas if t > 0], dense_row)]
     append_rows(results, rows)
-    for method, l1 in (("delta", False), ("delta_l1", True)):
-        model = fresh()
-        path = out / f"{method}.safetensors"
-        if path.exists():
-            load_weights(model, path)
-        else:
-            load_weights(model, out / "dense.safetensors")
-            t0 = time.perf_counter()
-            train_ctc(
-                model,
-                data,
-                cfg,
-                epochs=cfg.retrain_epochs,
-                lr=cfg.retrain_lr,
-                theta=cfg.train_theta,
-                l1=l1,
-            )
-            timings[f"{method}_train_s"] = time.perf_counter() - t0
-            save_model(model, path)
-        new = [
-            make_row(
-                cfg, method, t, evaluate_ctc(model, data["test"], t, data["blank"]), dense_value
-            )
-            for t in cfg.thetas
-            if t > 0
-        ]
+    warmup = cfg.warmup_fraction * cfg.retrain_epochs
+    for method, l1 in (("delta", None), ("delta_l1", (cfg.l1_x, cfg.l1_h))):
+        model = fresh(cfg.train_theta)
+        model.load_state_dict(
+            {k: v for k, v in dense.state_dict().items() if not k.startswith("rnn.theta")},
+            strict=False,
+        )
+        loss_fn = ctc_loss(data["blank"], l1)
+        stage(method, model, ctc_batches, loss_fn, cfg.retrain_epochs, cfg.retrain_lr, warmup)
+        new = rows_at(model, method, [t for t in cfg.thetas if t > 0], dense_row)
         append_rows(results, new)
         rows += new
-    if timings:
-        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     return rows
 
 
-_ORDER = ("dense", "converted", "delta", "delta_l1")
-_TITLES = {
-    "strings": "connected FSDD digit strings, held-out speakers",
-    "asterisk": "Asterisk prompts (continuous English), held-out prompts",
-    "steering": "Udacity simulator steering, later part of each session",
-}
-
-
-def best_within(rows: list[dict], max_relative_loss: float = 0.05) -> dict | None:
-    """The row with the largest MAC reduction whose error is at most ``1 + max_relative_loss``
-    times the dense model's (lower is better for every metric here)."""
-    ok = [
-        r
-        for r in rows
-        if r["method"] != "dense" and r["value"] <= (1 + max_relative_loss) * r["dense_value"]
-    ]
-    return max(ok, key=lambda r: _reduction(r)) if ok else None
-
-
-def _reduction(row: dict) -> float:
-    # The accountant reports an infinite reduction (nothing sent) as None in JSON.
-    return math.inf if row["mac_reduction"] is None else row["mac_reduction"]
-
-
-def _fmt_x(v: float | None) -> str:
-    return "inf" if v is None else f"{v:.1f}x"
-
-
-def markdown_table(rows: list[dict], target: float, max_relative_loss: float = 0.05) -> str:
-    """One table per task: every evaluated model, and the best point within the loss budget."""
-    lines = []
-    for task in sorted({r["task"] for r in rows}):
-        rs = sorted(
-            (r for r in rows if r["task"] == task),
-            key=lambda r: (_ORDER.index(r["method"]), r["theta_x"]),
-        )
-        metric = rs[0]["metric"]
-        lines += [
-            f"### {task}: {_TITLES.get(task, task)} (metric: {metric}, seed {rs[0]['seed']})",
-            "",
-            f"| method | Θx = Θh | {metric} | change vs dense | MAC reduction "
-            "| weight-byte reduction | occupancy x | occupancy h |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in rs:
-            rel = r["value"] / r["dense_value"] - 1 if r["dense_value"] else 0.0
-            lines.append(
-                f"| {r['method']} | {r['theta_x']:g} | {r['value']:.4f} | {100 * rel:+.1f}% "
-                f"| {_fmt_x(r['mac_reduction'])} | {_fmt_x(r['byte_reduction'])} "
-                f"| {100 * r['occupancy_x']:.2f}% | {100 * r['occupancy_h']:.2f}% |"
-            )
-        best = best_within(rs, max_relative_loss)
-        lines.append("")
-        if best is None:
-            lines.append(
-                f"No delta model is within {100 * max_relative_loss:.0f}% (relative) of dense."
-            )
-        else:
-            reached = "meets" if _reduction(best) >= target else "falls short of"
-            lines.append(
-                f"Best within {100 * max_relative_loss:.0f}% (relative) of dense: "
-                f"{best['method']} at Θ = {best['theta_x']:g}, {metric} {best['value']:.4f} "
-                f"(dense {best['dense_value']:.4f}), {_fmt_x(best['mac_reduction'])} fewer MACs: "
-                f"{reached} the {target:g}x target."
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict], path: str | Path, target: float) -> None:
-    """Error against MAC reduction (log x), one panel per task, one curve per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        rs = [r for r in rows if r["task"] == task and r["mac_reduction"] is not None]
-        for method in _ORDER:
-            pts = sorted((r for r in rs if r["method"] == method), key=_reduction)
-            if pts:
-                ax.plot(
-                    [p["mac_reduction"] for p in pts],
-                    [p["value"] for p in pts],
-                    marker="*" if method == "dense" else "o",
-                    markersize=12 if method == "dense" else 5,
-                    label=method,
-                )
-        dense = rs[0]["dense_value"]
-        ax.axhline(1.05 * dense, color="grey", ls=":", lw=1, label="dense + 5% (relative)")
-        ax.axvline(target, color="red", ls="--", lw=1, label=f"target {target:g}x")
-        ax.set_xscale("log")
-        ax.set_xlabel("RNN MAC reduction vs dense (measured on the test set)")
-        ax.set_ylabel(rs[0]["metric"])
-        ax.set_title(_TITLES.get(task, task), fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def render(results: str | Path, table: str | Path, plot_path: str | Path, target: float) -> str:
-    """Write the markdown table and the plot of a results file; returns the table."""
-    rows = json.loads(Path(results).read_text())
-    text = markdown_table(rows, target)
-    Path(table).write_text(text)
-    plot(rows, plot_path, target)
-    return text
+def render_tables(results: str, table: str, plot: str) -> str:
+    return render(results, REPORT, table, [plot])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", help="folder for weights and config (needed to train)")
-    parser.add_argument("--results", required=True, help="results.json to append rows to")
-    parser.add_argument(
-        "--config", help="JSON file with SpeechConfig fields (flags below override it)"
-    )
-    parser.add_argument("set", nargs="*", help="field=value overrides (values parsed as JSON)")
-    parser.add_argument(
-        "--render",
-        nargs=2,
-        metavar=("TABLE", "PLOT"),
-        help="only write the table (markdown) and plot (PNG) of --results, then exit",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.render:
-        print(render(args.results, args.render[0], args.render[1], target=5.7))
-        return 0
-    fields = flat_config_fields(SpeechConfig, args.config, args.set)
-    if not args.out:
-        parser.error("--out is required to run the experiment")
-    run_experiment(SpeechConfig(**fields), args.out, args.results)
-    return 0
+    return experiment_main(argv, __doc__, SpeechConfig, run_experiment, render_tables)
 
 
 if __name__ == "__main__":

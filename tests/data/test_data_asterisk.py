@@ -1,13 +1,9 @@
 """Asterisk prompts on a synthetic tree: transcript parsing, text normalisation, alphabet,
-deterministic split, features, and the apt-get/dpkg preparation (with stand-in tools)."""
+deterministic split, features. (Fetching: tests/cli/test_cli_data.py.)"""
 
 from __future__ import annotations
 
 import gzip
-import os
-import stat
-import tarfile
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ import soundfile as sf
 import torch
 
 from deltarnn.data import asterisk as ast
-from deltarnn.data.errors import DataIntegrityError, DataNotFoundError, DownloadError
+from deltarnn.data.errors import DataIntegrityError, DataNotFoundError
 from deltarnn.errors import ConfigError
 
 TRANSCRIPT = """\
@@ -164,53 +160,5 @@ def test_load_asterisk(tree):
 
 
 def test_missing_data_says_how_to_fix(tmp_path):
-    with pytest.raises(DataNotFoundError, match="DELTARNN_DATA.*download=True"):
+    with pytest.raises(DataNotFoundError, match="DELTARNN_DATA.*deltarnn data fetch asterisk"):
         ast.list_utterances(tmp_path)
-
-
-def _script(path, body):
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-
-
-def _fake_tools(tmp_path, fail_download=False):
-    """Stand-ins for apt-get and dpkg: 'packages' are tarballs of a synthetic tree."""
-    src = tmp_path / "pkgsrc"
-    _write_tree(src)
-    payload = tmp_path / "payload.tar"
-    with tarfile.open(payload, "w") as tar:
-        tar.add(src / "usr", arcname="usr")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    _script(
-        bin_dir / "apt-get",
-        f"""\
-        [ "$1" = download ] || exit 2
-        {"echo 'E: Unable to locate package' >&2; exit 100" if fail_download else ""}
-        shift
-        for p in "$@"; do cp {payload} "${{p}}_1.6.1-1_all.deb"; done
-        """,
-    )
-    _script(bin_dir / "dpkg", '[ "$1" = -x ] || exit 2\ntar -xf "$2" -C "$3"\n')
-    return bin_dir
-
-
-def test_prepare_runs_apt_get_download_and_dpkg(tmp_path, monkeypatch):
-    bin_dir = _fake_tools(tmp_path)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    root = tmp_path / "root"
-    with pytest.raises(DataNotFoundError):
-        ast.prepare_asterisk(root)  # never fetches unless asked
-    dest = ast.prepare_asterisk(root, download=True)
-    assert dest == root / "asterisk" and (dest / ast.TRANSCRIPT_FILE).is_file()
-    assert len(ast.list_utterances(root)) == 4
-    assert [p.name for p in root.iterdir()] == ["asterisk"]  # no staging folder left
-
-
-def test_prepare_reports_failures(tmp_path, monkeypatch):
-    bin_dir = _fake_tools(tmp_path, fail_download=True)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(DownloadError, match="apt-get update"):
-        ast.prepare_asterisk(tmp_path / "root", download=True)
-    with pytest.raises(DownloadError, match="not found"):
-        ast.prepare_asterisk(tmp_path / "root", download=True, apt_get="no-such-apt-get")

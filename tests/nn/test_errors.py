@@ -132,7 +132,7 @@ def test_backend_errors():
     with pytest.raises(BackendError, match="backend must be one of"):
         deltarnn.DeltaGRU(4, 6, backend="fpga")(torch.randn(3, 1, 4))
     model = deltarnn.DeltaGRU(4, 6, backend="reference")
-    model.h_transform = torch.round
+    model.set_transforms(h_transform=lambda h, layer: torch.round(h))
     model(torch.randn(3, 1, 4))  # the reference backend applies transforms
     model.backend = "cpu"
     with pytest.raises((ConfigError, BackendError)):

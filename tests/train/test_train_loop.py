@@ -7,8 +7,8 @@ import torch
 
 from deltarnn.errors import ConfigError
 from deltarnn.train import TrainConfig, batch_plan, greedy_decode, train
-from deltarnn.train.ctc import edit_distance
 from deltarnn.train.checkpoint import load_weights
+from deltarnn.train.ctc import edit_distance
 
 
 @pytest.fixture(autouse=True)

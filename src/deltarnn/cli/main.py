@@ -20,6 +20,7 @@ COMMANDS = {
     "sweep": "deltarnn.cli.sweep",
     "bench": "deltarnn.cli.bench",
     "export-c": "deltarnn.cli.export_c",
+    "data": "deltarnn.cli.data",
 }
 
 

@@ -19,6 +19,31 @@ def _ratio(dense: float, delta: float) -> float:
     return math.inf if delta == 0 else dense / delta
 
 
+# LayerCost fields that are StepCost fields of the same name (counted over a whole run).
+_COUNTED = (
+    "dense_macs",
+    "delta_macs",
+    "dense_ops",
+    "delta_ops",
+    "dense_state_reads",
+    "dense_state_writes",
+    "delta_state_reads",
+    "delta_state_writes",
+)
+
+
+def _ratios(cost: LayerCost | CostReport) -> dict[str, float | None]:
+    """Occupancies and reductions for JSON: an infinite reduction (nothing sent) is None."""
+    names = ("occupancy_x", "occupancy_h", "mac_reduction", "compute_speedup")
+    names += ("weight_byte_reduction", "memory_speedup")
+    return {n: None if math.isinf(getattr(cost, n)) else getattr(cost, n) for n in names}
+
+
+def _ratio_of(dense: str, delta: str, doc: str) -> property:
+    """A read-only ratio of two attributes (infinite when the delta side is 0)."""
+    return property(lambda self: _ratio(getattr(self, dense), getattr(self, delta)), doc=doc)
+
+
 @dataclass
 class LayerCost:
     """What one layer cost over a run, counted from the masks it observed.
@@ -71,21 +96,16 @@ class LayerCost:
     def delta_bytes(self) -> int:
         return self._bytes("delta")
 
-    @property
-    def mac_reduction(self) -> float:
-        return _ratio(self.dense_macs, self.delta_macs)
-
-    @property
-    def compute_speedup(self) -> float:
-        return _ratio(self.dense_ops, self.delta_ops)
-
-    @property
-    def weight_byte_reduction(self) -> float:
-        return _ratio(self.dense_weight_bytes, self.delta_weight_bytes)
-
-    @property
-    def memory_speedup(self) -> float:
-        return _ratio(self.dense_bytes, self.delta_bytes)
+    mac_reduction = _ratio_of("dense_macs", "delta_macs", "Dense over delta MACs.")
+    compute_speedup = _ratio_of(
+        "dense_ops", "delta_ops", "Dense over delta operations (with the 2n encoding term)."
+    )
+    weight_byte_reduction = _ratio_of(
+        "dense_weight_bytes", "delta_weight_bytes", "Dense over delta weight bytes."
+    )
+    memory_speedup = _ratio_of(
+        "dense_bytes", "delta_bytes", "Dense over delta bytes moved (weights and state)."
+    )
 
     def __add__(self, other: LayerCost) -> LayerCost:
         """Totals of two runs of the same layer (e.g. two batches of a test set)."""
@@ -108,16 +128,7 @@ class LayerCost:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for name in (
-            "occupancy_x",
-            "occupancy_h",
-            "mac_reduction",
-            "compute_speedup",
-            "weight_byte_reduction",
-            "memory_speedup",
-        ):
-            value = getattr(self, name)
-            d[name] = None if math.isinf(value) else value
+        d.update(_ratios(self))
         d["dense_bytes"], d["delta_bytes"] = self.dense_bytes, self.delta_bytes
         return d
 
@@ -149,25 +160,13 @@ def layer_cost_from_counts(
         sample_steps = nx.numel()
     sent_x, sent_h = int(nx.sum()), int(nh.sum())
     c = product_cost(rows, columns, sent_x + sent_h, steps=sample_steps)
+    shape = (layer, kind, input_size, hidden_size, sample_steps, sent_x, sent_h)
     cost = LayerCost(
-        layer=layer,
-        kind=kind,
-        input_size=input_size,
-        hidden_size=hidden_size,
-        steps=sample_steps,
-        sent_x=sent_x,
-        sent_h=sent_h,
-        dense_macs=c.dense_macs,
-        delta_macs=c.delta_macs,
-        dense_ops=c.dense_ops,
-        delta_ops=c.delta_ops,
+        *shape,
         dense_weight_bytes=c.dense_weight_reads * weight_bytes,
         delta_weight_bytes=c.delta_weight_reads * weight_bytes,
-        dense_state_reads=c.dense_state_reads,
-        dense_state_writes=c.dense_state_writes,
-        delta_state_reads=c.delta_state_reads,
-        delta_state_writes=c.delta_state_writes,
         act_bytes=act_bytes,
+        **{name: getattr(c, name) for name in _COUNTED},
     )
     if valid is None:
         # A batched engine fetches, at each step, the union of the samples' active columns once.
@@ -309,17 +308,7 @@ class CostReport:
         )
 
     def to_dict(self) -> dict:
-        totals = {}
-        for name in (
-            "mac_reduction",
-            "compute_speedup",
-            "weight_byte_reduction",
-            "memory_speedup",
-            "occupancy_x",
-            "occupancy_h",
-        ):
-            value = getattr(self, name)
-            totals[name] = None if math.isinf(value) else value
+        totals = _ratios(self)
         for name in ("dense_macs", "delta_macs", "dense_weight_bytes", "delta_weight_bytes"):
             totals[name] = self.total(name)
         return {

@@ -25,7 +25,7 @@ from .asterisk import (
     list_utterances,
     load_asterisk,
     normalize_text,
-    prepare_asterisk,
+    require_asterisk,
     split_utterances,
 )
 from .augment import (
@@ -115,7 +115,7 @@ __all__ = [
     "pad_sequences",
     "pick_versions",
     "plan_digit_strings",
-    "prepare_asterisk",
+    "require_asterisk",
     "smooth_steering",
     "spec_mask",
     "speed_perturb",

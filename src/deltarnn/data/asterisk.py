@@ -4,8 +4,8 @@ The data come from two Debian packages, ``asterisk-core-sounds-en-wav`` (8 kHz 1
 files under ``usr/share/asterisk/sounds/en_US_f_Allison/``) and ``asterisk-core-sounds-en``
 (transcripts in ``usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz``, one
 ``name: text`` line per prompt, where ``name`` is the WAV path without ``.wav``).
-:func:`prepare_asterisk` unpacks both into ``<root>/asterisk/`` with ``apt-get download`` and
-``dpkg -x`` (no root rights needed), and only when asked.
+This module only reads them from ``<root>/asterisk/``; ``deltarnn data fetch asterisk`` unpacks
+both packages there with ``apt-get download`` and ``dpkg -x`` (no root rights needed).
 
 Transcripts are normalised for character-level CTC (:func:`normalize_text`): annotations in
 ``[...]``, ``<...>`` and ``(...)`` are removed (tones, beeps, "(5 seconds of silence)"), ``*`` and
@@ -24,9 +24,6 @@ import gzip
 import hashlib
 import logging
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,10 +31,9 @@ import torch
 
 from ..errors import ConfigError
 from ._dataset import FeatureSequenceDataset, Split, Transform
-from ._files import replace_dir
-from .errors import DataIntegrityError, DataNotFoundError, DownloadError
+from .errors import DataIntegrityError, DataNotFoundError
 from .features import FeatureParams, file_features, make_cache
-from .root import PathLike, data_root, missing_data_message
+from .root import PathLike, data_root
 
 logger = logging.getLogger(__name__)
 
@@ -169,86 +165,37 @@ def asterisk_dir(root: PathLike | None = None) -> Path:
     return data_root(root) / "asterisk"
 
 
-def _is_prepared(directory: Path) -> bool:
+def holds_prompts(directory: Path) -> bool:
+    """Whether ``directory`` holds the unpacked packages (transcripts and the voice's WAVs)."""
     return (directory / TRANSCRIPT_FILE).is_file() and (directory / VOICE_DIR).is_dir()
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        hint = ""
-        if "download" in cmd:
-            hint = " (if the package is unknown, refresh the package lists: apt-get update)"
-        raise DownloadError(
-            f"{' '.join(cmd)} failed with exit code {proc.returncode}{hint}: "
-            f"{proc.stderr.strip()[-800:]}"
-        )
-
-
-def prepare_asterisk(
-    root: PathLike | None = None,
-    *,
-    download: bool = False,
-    packages: Sequence[str] = ASTERISK_PACKAGES,
-    apt_get: str = "apt-get",
-    dpkg: str = "dpkg",
-) -> Path:
-    """Make sure ``<root>/asterisk`` holds the prompts; fetch them if ``download`` is True.
-
-    Fetching runs ``apt-get download <package>`` in a temporary folder and ``dpkg -x`` on each
-    package into a staging folder that is renamed into place when complete. Needs a Debian-based
-    system with package lists that know the packages.
-
-    Returns:
-        The ``<root>/asterisk`` folder.
+def require_asterisk(root: PathLike | None = None) -> Path:
+    """The ``<root>/asterisk`` folder, if it holds the prompts.
 
     Raises:
-        DataNotFoundError: the data are missing and ``download`` is False.
-        DownloadError: a tool is missing or failed, or the packages lack the expected files.
+        DataNotFoundError: the prompts are not there; the message says how to fetch them
+            (``deltarnn data fetch asterisk``, which needs ``apt-get`` and ``dpkg``).
     """
     dest = asterisk_dir(root)
-    if _is_prepared(dest):
-        return dest
-    if not download:
+    if not holds_prompts(dest):
         raise DataNotFoundError(
-            missing_data_message("Asterisk prompts", dest / TRANSCRIPT_FILE, can_download=True)
+            f"Asterisk prompts not found at {dest / TRANSCRIPT_FILE}: set DELTARNN_DATA to the "
+            "folder that holds asterisk/, or pass root=, or fetch them with "
+            "`deltarnn data fetch asterisk`."
         )
-    for tool in (apt_get, dpkg):
-        if shutil.which(tool) is None:
-            raise DownloadError(f"{tool!r} not found: prepare_asterisk needs apt-get and dpkg")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        debs_dir = Path(tmp)
-        _run([apt_get, "download", *packages], cwd=debs_dir)
-        staging = Path(tempfile.mkdtemp(prefix=".asterisk-", dir=dest.parent))
-        try:
-            for package in packages:
-                debs = sorted(debs_dir.glob(f"{package}_*.deb"))
-                if not debs:
-                    raise DownloadError(f"apt-get download left no .deb for {package!r}")
-                _run([dpkg, "-x", str(debs[-1]), str(staging)], cwd=debs_dir)
-            if not _is_prepared(staging):
-                raise DownloadError(
-                    f"packages {list(packages)} lack {TRANSCRIPT_FILE} or {VOICE_DIR}"
-                )
-            if dest.exists():
-                shutil.rmtree(dest)
-            replace_dir(staging, dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info("Asterisk prompts unpacked into %s", dest)
     return dest
 
 
-def list_utterances(root: PathLike | None = None, *, download: bool = False) -> list[Utterance]:
+def list_utterances(root: PathLike | None = None) -> list[Utterance]:
     """Prompts with both a WAV file and a non-empty normalised transcript, sorted by name.
 
     Raises:
-        DataNotFoundError: see :func:`prepare_asterisk`.
+        DataNotFoundError: see :func:`require_asterisk`.
     """
     import soundfile as sf
 
-    base = prepare_asterisk(root, download=download)
+    base = require_asterisk(root)
     voice = base / VOICE_DIR
     utterances = []
     for name, raw in parse_transcripts(base / TRANSCRIPT_FILE).items():
@@ -325,7 +272,6 @@ class AsteriskDataset(FeatureSequenceDataset[torch.Tensor]):
 def load_asterisk(
     root: PathLike | None = None,
     *,
-    download: bool = False,
     test_fraction: float = 0.1,
     val_fraction: float = 0.0,
     max_seconds: float | None = None,
@@ -338,11 +284,11 @@ def load_asterisk(
     Args:
         max_seconds: drop prompts longer than this (most last a few seconds; the longest, over a
             minute).
-        root, download: see :func:`prepare_asterisk`.
+        root: see :func:`require_asterisk`.
         test_fraction, val_fraction: see :func:`split_utterances`.
         params, use_cache, cache_dir: see :class:`AsteriskDataset`.
     """
-    utterances = list_utterances(root, download=download)
+    utterances = list_utterances(root)
     if max_seconds is not None:
         utterances = [u for u in utterances if u.duration_s <= max_seconds]
     parts = split_utterances(utterances, test_fraction, val_fraction)

@@ -260,13 +260,18 @@ class DigitStringDataset(FeatureSequenceDataset[torch.Tensor]):
         targets = [torch.tensor(s.labels, dtype=torch.int64) for s in self.strings]
         super().__init__(features, targets, transform)
 
-    def _build(self) -> dict[str, np.ndarray]:
-        rate = self.params.sample_rate
+    def _audio(self) -> dict[Path, np.ndarray]:
+        """Every recording the strings splice, loaded once at the feature sample rate."""
         audio: dict[Path, np.ndarray] = {}
         for s in self.strings:
             for r in s.recordings:
                 if r.path not in audio:
-                    audio[r.path] = load_audio(r.path, rate)[0]
+                    audio[r.path] = load_audio(r.path, self.params.sample_rate)[0]
+        return audio
+
+    def _build(self) -> dict[str, np.ndarray]:
+        rate = self.params.sample_rate
+        audio = self._audio()
         feats = [
             self.params.compute(synthesize(s, rate, self.config.noise_std, audio)[0])
             for s in self.strings
@@ -323,3 +328,23 @@ def load_digit_strings(
         )
         for name, recs in parts.as_dict().items()
     }
+
+    def frame_labels(self) -> list[torch.Tensor]:
+        """Per-frame classes from the splice, for frame-level training: a frame whose centre lies
+        inside a digit's samples gets that digit's class, every other frame the blank.
+
+        Returns:
+            One (T_i,) int64 tensor per item (T_i as in :meth:`lengths`).
+        """
+        rate = self.params.sample_rate
+        hop = max(1, round(rate * self.params.hop_ms / 1000))
+        audio = self._audio()
+        out = []
+        for plan, steps in zip(self.strings, self.lengths(), strict=True):
+            _, segments = synthesize(plan, rate, self.config.noise_std, audio)
+            centres = np.arange(steps) * hop  # frames are centred (see deltarnn.data.features)
+            labels = np.zeros(steps, np.int64)
+            for (a, b), c in zip(segments, plan.labels, strict=True):
+                labels[(centres >= a) & (centres < b)] = c
+            out.append(torch.from_numpy(labels))
+        return out

@@ -28,7 +28,7 @@ from .batches import (
 from .checkpoint import RunFolder, load_weights, save_weights
 from .config import DataConfig, MethodConfig, ModelConfig, OptimConfig, TrainConfig
 from .ctc import edit_distance, greedy_decode
-from .engine import FitResult, Hooks, Loss, Schedule, fit
+from .engine import FitResult, Hooks, Loss, Schedule, fit, fit_run
 from .evaluate import RMSE, Accuracy, ErrorRate, Evaluation, Metric, evaluate
 from .loggers import CSVLogger, TensorBoardLogger, default_loggers
 from .methods import (
@@ -85,6 +85,7 @@ __all__ = [
     "evaluate",
     "evaluate_run",
     "fit",
+    "fit_run",
     "fixed_point_range",
     "frame_label_batch",
     "greedy_decode",

@@ -134,11 +134,16 @@ class DataConfig:
     num_strings: int = 2000
     utterance_norm: bool = True
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether the config names a validation split."""
+        return bool(self.val_speakers or self.val_takes)
+
     def validate(self) -> None:
         _choice("data.task", self.task, ("digits", "strings"))
         _choice("data.split", self.split, ("speaker", "take"))
-        _positive("data.batch_size", self.batch_size)
-        _positive("data.num_strings", self.num_strings)
+        for name in ("batch_size", "num_strings"):
+            _positive(f"data.{name}", getattr(self, name))
         for name in ("limit_train", "limit_test"):
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
@@ -147,10 +152,6 @@ class DataConfig:
             raise ConfigError("data.val_speakers and data.test_speakers need data.split='speaker'")
         if self.split == "speaker" and self.val_takes:
             raise ConfigError("data.val_takes needs data.split='take'")
-
-    @property
-    def has_validation(self) -> bool:
-        return bool(self.val_speakers or self.val_takes)
 
 
 @dataclasses.dataclass

@@ -333,3 +333,50 @@ def _format(record: Mapping[str, Any]) -> str:
         for k, v in record.items()
         if k != "epoch"
     )
+
+
+def fit_run(
+    model: nn.Module,
+    batches: Callable[[int], Sequence[Any]],
+    loss_fn: Callable[[nn.Module, Any], Loss],
+    *,
+    schedule: Schedule,
+    folder: RunFolder,
+    hooks: Hooks | None = None,
+    params: Sequence[nn.Parameter] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """:func:`fit` into a run folder, finished with the final weights and the history.
+
+    A folder that already holds this finished run (same config, complete) loads its weights and
+    history instead of training; one of another config is refused unless ``force``; an
+    interrupted one resumes. For the stages of an experiment script (dense, retraining, ...).
+    """
+    rank, world = init_distributed()
+    if rank == 0:
+        folder.open(resume=True, force=force)
+    if world > 1:
+        dist.barrier()
+    if folder.is_finished():
+        from .checkpoint import load_into, load_weights, read_json
+
+        path = folder.path / "model.safetensors"
+        load_into(model, load_weights(path), path)
+        metrics = read_json(folder.path / "metrics.json")
+        return FitResult(metrics["history"], True, metrics.get("best_epoch"))
+    result = fit(
+        model,
+        batches,
+        loss_fn,
+        schedule=schedule,
+        hooks=hooks,
+        params=params,
+        checkpoint=folder,
+        progress=progress,
+    )
+    if rank == 0 and result.finished:
+        folder.finish(
+            model.state_dict(), {"history": result.history, "best_epoch": result.best_epoch}
+        )
+    return result

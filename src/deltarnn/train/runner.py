@@ -169,16 +169,13 @@ def loss_function(cfg: TrainConfig):
 
 
 def schedule_of(cfg: TrainConfig) -> Schedule:
-    o = cfg.optim
+    """The engine's schedule of a config (the optimiser settings are named alike)."""
+    warmup = cfg.method.theta_warmup_epochs if cfg.method.delta else 0.0
     return Schedule(
         epochs=cfg.epochs,
-        lr=o.lr,
-        lr_floor=o.lr_floor,
-        cosine=o.cosine,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-        theta_warmup_epochs=cfg.method.theta_warmup_epochs if cfg.method.delta else 0.0,
+        theta_warmup_epochs=warmup,
         seed=cfg.seed,
+        **dataclasses.asdict(cfg.optim),
     )
 
 

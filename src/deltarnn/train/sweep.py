@@ -149,7 +149,9 @@ def run_sweep(sweep: SweepConfig, progress: bool = True, render=None) -> Path:
 
             def trained(name, overrides, epochs, theta, base=base, tag=tag):
                 """Train (or reuse) a run; returns its folder, config and final metrics."""
-                run_dir = sweep.runs_dir / tag / (name if theta is None else f"{name}-theta{theta:g}")
+                run_dir = (
+                    sweep.runs_dir / tag / (name if theta is None else f"{name}-theta{theta:g}")
+                )
                 d = base.to_dict()
                 d["epochs"] = epochs
                 d["method"].update(overrides)

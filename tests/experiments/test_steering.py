@@ -1,5 +1,5 @@
-"""The steering experiment: CNN MAC count from the layer shapes, trivial baselines, evaluation
-as one stream, and a tiny end-to-end run on synthetic frames."""
+"""The steering experiment script: CNN MAC count from the layer shapes, trivial baselines,
+evaluation as one stream, and a tiny end-to-end run on synthetic frames."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 from deltarnn.data import steering as data_steering
 from deltarnn.errors import ConfigError
-from deltarnn.train import steering as st
+from deltarnn.train import RMSE, evaluate
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +47,8 @@ def _conv_out(n: int, k: int) -> int:
     return (n - k) // 2 + 1
 
 
-def test_cnn_macs_from_shapes():
+def test_cnn_macs_from_shapes(steering):
+    st = steering
     cnn = st.FrameCNN(24, 48, features=10)
     h1, w1 = _conv_out(24, 5), _conv_out(48, 5)
     h2, w2 = _conv_out(h1, 3), _conv_out(w1, 3)
@@ -64,13 +65,15 @@ def test_cnn_macs_from_shapes():
     assert all(not m._forward_hooks for m in cnn.modules())
 
 
-def test_frame_cnn_output_is_bounded():
+def test_frame_cnn_output_is_bounded(steering):
+    st = steering
     cnn = st.FrameCNN(24, 48, features=6)
     y = cnn(torch.rand(5, 3, 24, 48))
     assert y.shape == (5, 6) and bool((y.abs() < 1).all())
 
 
-def test_baselines():
+def test_baselines(steering):
+    st = steering
     data = {
         "train_pieces": [(None, torch.tensor([1.0, 3.0]))],
         "test": [(None, torch.tensor([0.0, 4.0])), (None, torch.tensor([2.0]))],
@@ -82,21 +85,20 @@ def test_baselines():
     assert b["previous_label"] == pytest.approx(math.sqrt((0 + 16 + 0) / 3))
 
 
-def test_evaluate_theta_zero_equals_dense_forward():
-    cfg = st.SteeringConfig(height=24, width=48, features=5, hidden_size=6)
+def test_evaluate_theta_zero_equals_dense_forward(steering):
+    cfg = steering.SteeringConfig(height=24, width=48, features=5, hidden_size=6)
     torch.manual_seed(0)
-    model = st.SteeringModel(cfg)
+    model = steering.SteeringModel(cfg)
     feats = [(torch.rand(12, 5) * 2 - 1, torch.rand(12)), (torch.rand(7, 5), torch.rand(7))]
-    result = st.evaluate(model, feats, 0.0)
-    se = sum(
-        float(((model.forward_features(f[:, None]).detach().squeeze(1) - y) ** 2).sum())
-        for f, y in feats
-    )
-    assert result["rmse"] == pytest.approx(math.sqrt(se / 19), rel=1e-5)
-    assert result["cost"]["total"]["occupancy_x"] > 0.99
+    result = evaluate(model, steering.stream_batches(feats), RMSE())
+    se = sum(float(((model(f[:, None]).detach().squeeze(1) - y) ** 2).sum()) for f, y in feats)
+    assert result.value == pytest.approx(math.sqrt(se / 19), rel=1e-5)
+    assert result.cost.occupancy_x > 0.99
+    assert result.cost.layers[0].steps == 19  # each piece one stream of its own length
 
 
-def test_config_validation():
+def test_config_validation(steering):
+    st = steering
     with pytest.raises(ConfigError, match="16x16"):
         st.SteeringConfig(height=8).validate()
     with pytest.raises(ConfigError, match="retrain_thetas"):
@@ -105,7 +107,8 @@ def test_config_validation():
         st.SteeringConfig(train_fraction=1.0).validate()
 
 
-def test_tiny_end_to_end(sim_root, tmp_path):
+def test_tiny_end_to_end(steering, sim_root, tmp_path):
+    st = steering
     cfg = st.SteeringConfig(
         root=str(sim_root),
         height=24,
@@ -125,6 +128,10 @@ def test_tiny_end_to_end(sim_root, tmp_path):
     rows = json.loads(results.read_text())
     assert [r["method"] for r in rows] == ["dense", "converted", "delta", "delta_l1"]
     assert all(r["metric"] == "rmse" and r["dense_value"] == rows[0]["value"] for r in rows)
+    # the stages are run folders, reused by a second run: the same rows
+    assert (tmp_path / "run/delta_l1-theta0.3/MANIFEST.json").is_file()
+    st.run_experiment(cfg, tmp_path / "run", results)
+    assert json.loads(results.read_text()) == rows
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["cnn_macs_per_frame"] == st.cnn_macs(st.FrameCNN(24, 48, 8))
     assert set(saved["baselines_rmse"]) == {"train_mean", "zero", "previous_label"}
