@@ -3,20 +3,10 @@
 import json
 
 import pytest
-import torch
 
 from deltarnn.cli.main import build_parser, main
 from deltarnn.cli.train import config_from_args
 from deltarnn.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models: extra threads only add overhead, and the CI machine has 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_train_flags_build_the_config(tmp_path):

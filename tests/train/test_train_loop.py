@@ -11,15 +11,6 @@ from deltarnn.train.checkpoint import load_weights
 from deltarnn.train.ctc import edit_distance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models: extra threads only add overhead, and the CI machine has 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> TrainConfig:
     d = {
         "model": {"hidden_size": 16, "num_layers": 1},
@@ -154,3 +145,32 @@ def test_delta_retraining_from_dense_lowers_cost(tmp_path, fsdd):
     delta = train(delta_cfg, tmp_path / "delta", progress=False)
     assert dense["cost"]["total"]["mac_reduction"] < 1.5
     assert delta["cost"]["total"]["mac_reduction"] > 2.0
+
+
+def test_learnable_theta_run_loads_with_load_model_and_eval(tmp_path, fsdd):
+    from deltarnn.cli.main import main
+    from deltarnn.train import evaluate_run, load_model
+
+    cfg = tiny(
+        **{
+            "method.delta": True,
+            "method.learnable_theta": True,
+            "method.occupancy_cost": 0.5,
+            "model.theta_x": 0.25,
+            "model.theta_h": 0.25,
+            "data.limit_train": 32,
+            "data.limit_test": 16,
+            "epochs": 1,
+        }
+    )
+    run = tmp_path / "run"
+    metrics = train(cfg, run, progress=False)
+    model, loaded_cfg, data = load_model(run)
+    theta_x, theta_h = model.rnn.thresholds(0)
+    # learned per feature, and loaded in that shape
+    saved = load_weights(run / "model.safetensors")
+    assert saved["rnn.theta_x_l0"].shape == (40,) and saved["rnn.theta_h_l0"].shape == (16,)
+    torch.testing.assert_close(theta_x, saved["rnn.theta_x_l0"], rtol=0, atol=0)
+    assert evaluate_run(model, data).value == metrics["value"]
+    assert main(["eval", str(run), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["value"] == metrics["value"]

@@ -182,19 +182,26 @@ def valid_steps(lengths: Tensor | None, steps: int, batch: int) -> Tensor | None
     """(T, B) bool mask of the steps inside each sequence, from (B,) ``lengths`` (``None``: all).
 
     Raises:
-        ShapeError: ``lengths`` is not a (B,) integer tensor with values in [0, T].
+        ConfigError: ``lengths`` is not an integer tensor, or a length is outside [0, T].
+        ShapeError: ``lengths`` is not of shape (B,).
     """
     if lengths is None:
         return None
-    if not isinstance(lengths, Tensor) or lengths.shape != (batch,):
-        got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
-        raise ShapeError(f"lengths must be a tensor of shape ({batch},), got {got}")
-    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise ShapeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
-    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > steps):
-        raise ShapeError(
-            f"lengths must lie in [0, {steps}] (the sequence length), got "
-            f"min {int(lengths.min())}, max {int(lengths.max())}"
+    if (
+        not isinstance(lengths, Tensor)
+        or lengths.dtype == torch.bool
+        or (lengths.is_floating_point() or lengths.is_complex())
+    ):
+        got = f"dtype {lengths.dtype}" if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ConfigError(f"lengths must be an integer tensor of shape (B,), got {got}")
+    if lengths.shape != (batch,):
+        raise ShapeError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    bad = (lengths < 0) | (lengths > steps)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ConfigError(
+            f"lengths must be in [0, T={steps}] (the input's steps), got "
+            f"lengths[{i}]={int(lengths[i])}"
         )
     return torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
 
@@ -368,7 +375,7 @@ def _positive_bytes(name: str, value: int | None, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive int (bytes per element), got {value!r}")
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
     return value
 
 

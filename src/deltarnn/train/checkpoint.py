@@ -306,8 +306,9 @@ class RunFolder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(self.path)
-        for old in self.path.glob(f"{_CKPT_PREFIX}*"):
-            if old.name < final.name:
+        # Older checkpoints, and temporary folders a crash may have left, are not needed now.
+        for old in [*self.path.glob(f"{_CKPT_PREFIX}*"), *self.path.glob(f".{_CKPT_PREFIX}*")]:
+            if old.name != final.name:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .methods import MAX_BITS
 
 Theta = float | list[float]
-# Fixed-point rounding works on float64 values: more fractional bits than its mantissa are moot.
-MAX_FIXED_POINT_BITS = 52
 
 
 @dataclasses.dataclass
@@ -93,10 +92,8 @@ class MethodConfig:
             _non_negative(f"method.{name}", getattr(self, name))
         for name in ("int_bits", "frac_bits"):
             v = getattr(self, name)
-            if not _is_int(v) or not 0 <= v <= MAX_FIXED_POINT_BITS:
-                raise ConfigError(
-                    f"method.{name} must be an int in [0, {MAX_FIXED_POINT_BITS}], got {v!r}"
-                )
+            if not _is_int(v) or not 0 <= v <= MAX_BITS:
+                raise ConfigError(f"method.{name} must be an int in [0, {MAX_BITS}], got {v!r}")
         if self.learnable_theta and not self.delta:
             raise ConfigError("method.learnable_theta needs method.delta = true")
 

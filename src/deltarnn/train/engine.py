@@ -141,6 +141,17 @@ class FitResult:
     best_epoch: int | None = None
 
 
+def stored_thresholds(module: DeltaModule) -> tuple[list[Tensor], list[Tensor]]:
+    """Copies of a delta module's Θx and Θh per layer as stored (a scalar stays a scalar), so
+    that setting them back leaves the state_dict's shapes unchanged."""
+    sd = module.state_dict()
+    layers = range(module.num_layers)
+    return (
+        [sd[f"theta_x_l{k}"].detach().clone() for k in layers],
+        [sd[f"theta_h_l{k}"].detach().clone() for k in layers],
+    )
+
+
 class _Thresholds:
     """The target Θ of every delta module in a model, and the warm-up that ramps them.
 
@@ -149,14 +160,9 @@ class _Thresholds:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.targets = []
-        for m in model.modules():
-            if isinstance(m, DeltaModule):
-                sd = m.state_dict()
-                layers = range(m.num_layers)
-                xs = [sd[f"theta_x_l{k}"].detach().clone() for k in layers]
-                hs = [sd[f"theta_h_l{k}"].detach().clone() for k in layers]
-                self.targets.append((m, xs, hs))
+        self.targets = [
+            (m, *stored_thresholds(m)) for m in model.modules() if isinstance(m, DeltaModule)
+        ]
 
     def scale(self, factor: float) -> None:
         for m, xs, hs in self.targets:

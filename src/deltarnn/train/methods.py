@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..functional import DeltaCounts
 
+# More bits than a float64 mantissa holds round nothing; far more overflow 2.0**bits.
+MAX_BITS = 52
+
 
 class _FixedPointRound(torch.autograd.Function):
     """Round to the grid ``2**-frac_bits`` and saturate to ``[lo, hi]``; straight-through backward.
@@ -57,8 +60,10 @@ def quantize(x: Tensor, int_bits: int, frac_bits: int) -> Tensor:
         int_bits: m >= 0, integer bits (the sign bit is extra).
         frac_bits: f >= 0, fractional bits.
     """
-    if int_bits < 0 or frac_bits < 0:
-        raise ConfigError(f"int_bits and frac_bits must be >= 0, got {int_bits}, {frac_bits}")
+    if not (0 <= int_bits <= MAX_BITS and 0 <= frac_bits <= MAX_BITS):
+        raise ConfigError(
+            f"int_bits and frac_bits must be in [0, {MAX_BITS}], got {int_bits}, {frac_bits}"
+        )
     lo, hi = fixed_point_range(int_bits, frac_bits)
     return _FixedPointRound.apply(x, float(2.0**frac_bits), lo, hi)
 

@@ -29,7 +29,15 @@ from ..errors import ConfigError
 from .batches import Batch, IndexBatches, classification_batch, ctc_batch, ordered_batches
 from .checkpoint import RunFolder, load_into, load_weights, verify_finished
 from .config import DataConfig, TrainConfig
-from .engine import Hooks, Loss, Schedule, default_device, fit, init_distributed
+from .engine import (
+    Hooks,
+    Loss,
+    Schedule,
+    default_device,
+    fit,
+    init_distributed,
+    stored_thresholds,
+)
 from .evaluate import Accuracy, ErrorRate, Evaluation, Metric, evaluate
 from .loggers import default_loggers
 from .methods import delta_l1_cost
@@ -192,12 +200,12 @@ def _validation(cfg: TrainConfig, data: Data):
     batches = data.batches(data.val)
 
     def validate(model: SequenceModel) -> dict[str, float | None]:
-        saved = [model.rnn.thresholds(k) for k in range(model.rnn.num_layers)]
+        saved = stored_thresholds(model.rnn)
         set_eval_thresholds(model, cfg)
         try:
             return evaluate(model, batches, data.metric()).summary()
         finally:
-            model.rnn.set_thresholds([x for x, _ in saved], [h for _, h in saved])
+            model.rnn.set_thresholds(*saved)
 
     return validate
 
