@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..cost import DeltaModule
 from ..errors import ConfigError, RunFolderError
 from .batches import rank_and_world
-from .checkpoint import RunFolder
+from .checkpoint import RunFolder, load_into, load_weights, read_json
 from .methods import threshold_schedule
 
 log = logging.getLogger(__name__)
@@ -250,8 +250,6 @@ def fit(
         state = checkpoint.load_checkpoint(latest, model, optimizer)
         state = _check_state(state, schedule.epochs, str(latest / "state.json"))
         if state["best"] is not None and (latest / "best.safetensors").exists():
-            from .checkpoint import load_weights
-
             best_weights = load_weights(latest / "best.safetensors")
         log.info("resumed %s after epoch %d", checkpoint.path, state["epoch"])
     plans = [batches(e) for e in range(schedule.epochs)]
@@ -365,8 +363,6 @@ def fit_run(
     if world > 1:
         dist.barrier()
     if folder.is_finished():
-        from .checkpoint import load_into, load_weights, read_json
-
         path = folder.path / "model.safetensors"
         load_into(model, load_weights(path), path)
         metrics = read_json(folder.path / "metrics.json")
