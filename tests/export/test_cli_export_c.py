@@ -49,9 +49,8 @@ def test_export_c_refuses_a_missing_file(tmp_path):
 
 
 def _run_folder(path, data_root, **method):
-    """A run folder as `deltarnn train` leaves it: config.json and the final model.safetensors."""
-    from deltarnn.train import SequenceModel, TrainConfig
-    from deltarnn.train.loop import save_weights
+    """A finished run folder as `deltarnn train` leaves it (config, final model, manifest)."""
+    from deltarnn.train import RunFolder, SequenceModel, TrainConfig
 
     cfg = TrainConfig().with_overrides(
         [
@@ -62,11 +61,10 @@ def _run_folder(path, data_root, **method):
             *(f"method.{k}={str(v).lower()}" for k, v in method.items()),
         ]
     )
-    path.mkdir()
-    cfg.save(path / "config.json")
+    folder = RunFolder(path, cfg.to_dict()).open()
     torch.manual_seed(0)
     model = SequenceModel(cfg.model, 40, 10)
-    save_weights(model.state_dict(), path / "model.safetensors")
+    folder.finish(model.state_dict(), {})
     return model
 
 

@@ -32,7 +32,7 @@ def _set_buffer(module, name, value):
 
 
 def _with_transform(module):
-    module.x_transform = lambda x: x
+    module.set_transforms(x_transform=lambda x, layer: x)
     return module
 
 

@@ -165,9 +165,9 @@ def _check_supported(rnn: DeltaGRU | DeltaLSTM) -> None:
         n.startswith("weight_hr") for n, _ in rnn.named_parameters()
     ):
         raise ConfigError("proj_size must be 0: LSTM projections cannot be exported")
-    if rnn.x_transform is not None or rnn.h_transform is not None:
+    if rnn.transforms != (None, None):
         raise ConfigError(
-            "the RNN has a training transform attached (x_transform/h_transform: fixed-point "
+            "the RNN has a training transform attached (set_transforms: fixed-point "
             "rounding, noise or learnable thresholds), which the C step would not apply; remove "
             "it (model.apply_method(MethodConfig()), or bake learned thresholds) before exporting"
         )
