@@ -106,6 +106,22 @@ def test_labels_match_the_spliced_recordings(tiny_root):
         assert 0 < quiet.std() < 3e-3
 
 
+def test_frame_labels_follow_the_splice(tiny_root):
+    ds = DigitStringDataset(fsdd.list_recordings(tiny_root), 6, seed=2)
+    hop = round(ds.params.sample_rate * ds.params.hop_ms / 1000)
+    for labels, steps, plan, i in zip(
+        ds.frame_labels(), ds.lengths(), ds.strings, range(len(ds)), strict=True
+    ):
+        assert labels.shape == (steps,) and labels.dtype == torch.int64
+        _, segments = ds.waveform(i)
+        for t in range(steps):  # frame t is centred on sample t * hop
+            inside = [
+                c for (a, b), c in zip(segments, plan.labels, strict=True) if a <= t * hop < b
+            ]
+            assert labels[t] == (inside[0] if inside else 0)
+        assert set(labels.tolist()) - {0} == set(plan.labels)
+
+
 def test_same_seed_same_dataset_and_cache_hit(tiny_root, tmp_path, monkeypatch):
     recs = fsdd.list_recordings(tiny_root)
     a = DigitStringDataset(recs, 10, seed=7, cache_dir=tmp_path / "c")

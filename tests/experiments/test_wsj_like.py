@@ -88,13 +88,14 @@ def test_tiny_strings_end_to_end(speech, fsdd_root, tmp_path):
         batch_size=4,
         dense_epochs=1,
         retrain_epochs=1,
+        align_epochs=1,
         thetas=[0.5],
     )
     results = tmp_path / "results.json"
     rows = speech.run_experiment(cfg, tmp_path / "run", results)
     _check_rows(rows, "strings", "der")
     assert read_rows(results) == rows
-    for name in ("dense", "delta", "delta_l1"):
+    for name in ("align", "dense", "delta", "delta_l1"):
         assert (tmp_path / "run" / name / "MANIFEST.json").is_file()
         history = json.loads((tmp_path / "run" / name / "metrics.json").read_text())["history"]
         assert len(history) == 1 and "val_der" not in history[0]

@@ -286,6 +286,26 @@ class DigitStringDataset(FeatureSequenceDataset[torch.Tensor]):
         """The spliced waveform of item ``index`` and its digit segments (see :func:`synthesize`)."""
         return synthesize(self.strings[index], self.params.sample_rate, self.config.noise_std)
 
+    def frame_labels(self) -> list[torch.Tensor]:
+        """Per-frame classes from the splice, for frame-level training: a frame whose centre lies
+        inside a digit's samples gets that digit's class, every other frame the blank.
+
+        Returns:
+            One (T_i,) int64 tensor per item (T_i as in :meth:`lengths`).
+        """
+        rate = self.params.sample_rate
+        hop = max(1, round(rate * self.params.hop_ms / 1000))
+        audio = self._audio()
+        out = []
+        for plan, steps in zip(self.strings, self.lengths(), strict=True):
+            _, segments = synthesize(plan, rate, self.config.noise_std, audio)
+            centres = np.arange(steps) * hop  # frames are centred (see deltarnn.data.features)
+            labels = np.zeros(steps, np.int64)
+            for (a, b), c in zip(segments, plan.labels, strict=True):
+                labels[(centres >= a) & (centres < b)] = c
+            out.append(torch.from_numpy(labels))
+        return out
+
 
 def load_digit_strings(
     root: PathLike | None = None,
@@ -328,23 +348,3 @@ def load_digit_strings(
         )
         for name, recs in parts.as_dict().items()
     }
-
-    def frame_labels(self) -> list[torch.Tensor]:
-        """Per-frame classes from the splice, for frame-level training: a frame whose centre lies
-        inside a digit's samples gets that digit's class, every other frame the blank.
-
-        Returns:
-            One (T_i,) int64 tensor per item (T_i as in :meth:`lengths`).
-        """
-        rate = self.params.sample_rate
-        hop = max(1, round(rate * self.params.hop_ms / 1000))
-        audio = self._audio()
-        out = []
-        for plan, steps in zip(self.strings, self.lengths(), strict=True):
-            _, segments = synthesize(plan, rate, self.config.noise_std, audio)
-            centres = np.arange(steps) * hop  # frames are centred (see deltarnn.data.features)
-            labels = np.zeros(steps, np.int64)
-            for (a, b), c in zip(segments, plan.labels, strict=True):
-                labels[(centres >= a) & (centres < b)] = c
-            out.append(torch.from_numpy(labels))
-        return out
