@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 LINT_PATHS := $(wildcard src tests benchmarks experiments examples)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench gpu-compile clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,5 +40,19 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cpu_occupancy_sweep.py --out benchmarks/results/cpu_occupancy_sweep --real
 
+# Every Triton kernel variant the GPU paths launch, compiled for sm_90 without a GPU: with the
+# installed Triton, then with triton==3.6.0 (the GPU machine's version) in its own cached venv.
+TRITON_OLD ?= 3.6.0
+VENV_TRITON_OLD := .venv-triton$(TRITON_OLD)
+$(VENV_TRITON_OLD)/.installed:
+	test -x $(VENV_TRITON_OLD)/bin/python || $(PYTHON) -m venv $(VENV_TRITON_OLD)
+	$(VENV_TRITON_OLD)/bin/python -m pip install -q "triton==$(TRITON_OLD)"
+	touch $@
+
+gpu-compile: $(STAMP) $(VENV_TRITON_OLD)/.installed
+	TRITON_INTERPRET=1 $(BIN)/python benchmarks/gpu_compile_check.py --record-only build/gpu_launches.json
+	$(BIN)/python benchmarks/gpu_compile_check.py --launches build/gpu_launches.json --out build/gpu_compile
+	$(VENV_TRITON_OLD)/bin/python benchmarks/gpu_compile_check.py --launches build/gpu_launches.json --out build/gpu_compile_triton$(TRITON_OLD)
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_TRITON_OLD) build src/*.egg-info .pytest_cache

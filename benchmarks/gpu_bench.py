@@ -46,6 +46,7 @@ from torch import nn
 from deltarnn import functional as F
 from deltarnn.bench.inputs import THETA_X, calibrate, controlled_sequence
 from deltarnn.ops import triton as tb
+from deltarnn.ops import triton_common
 from deltarnn.ops import triton_train as tt
 
 log = logging.getLogger("gpu_bench")
@@ -348,7 +349,7 @@ def bench_training(args, device, timer, emit, configs=None) -> None:
     grad_weight = torch.randn(steps, batch, hidden, generator=gen).to(device)
     theta_x = THETA_X
     # On a CPU (the smoke check) the Triton path runs in the interpreter.
-    impl = "triton" if device.type == "cuda" or tb._interpret() else "torch"
+    impl = "triton" if device.type == "cuda" or triton_common.interpret() else "torch"
 
     def spec_counts(theta_h):
         with torch.no_grad():
@@ -507,7 +508,7 @@ def environment(device: torch.device) -> dict:
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "interpreter": tb._interpret(),
+        "interpreter": triton_common.interpret(),
     }
 
 
@@ -529,7 +530,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu" and not tb._interpret():
+    if device.type == "cpu" and not triton_common.interpret():
         parser.error("no CUDA device: run with TRITON_INTERPRET=1 (and --smoke) on a CPU")
     if args.smoke:
         args.hidden, args.batches, args.dtypes = (16,), (1, 2), (torch.float32,)

@@ -23,10 +23,11 @@ from deltarnn.ops import triton_train as tt
 
 try:
     from deltarnn.ops import triton as tb
+    from deltarnn.ops import triton_common
 
-    INTERPRETED = tb._interpret()
+    INTERPRETED = triton_common.interpret()
 except ImportError:  # no triton: the torch implementation is still tested
-    tb, INTERPRETED = None, False
+    tb, triton_common, INTERPRETED = None, None, False
 
 needs_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run by test_interpreter_subprocess")
 
@@ -166,6 +167,15 @@ def test_triton_float64_equals_spec(kind, thetas):
 def test_triton_float32_and_edge_shapes(kind):
     compare(kind, "triton", (3, 17, 5, 18), 3 / 16, 0.1, torch.float32, atol=2e-6)
     compare(kind, "triton", (1, 1, 3, 5), 3 / 16, 0.1, torch.float64, atol=1e-11, warm=False)
+
+
+@needs_interpreter
+def test_triton_segments_equal_spec(monkeypatch):
+    """A sequence run in segments (what graphed training does to bound its graph cache) gives the
+    spec's outputs, state, counts and gradients: the state is carried across segments."""
+    split = triton_common.segments
+    monkeypatch.setattr(triton_common, "segments", lambda steps, graphed: split(steps, True, 2))
+    compare("gru", "triton", (5, 2, 5, 9), 3 / 16, 0.1, torch.float64, atol=1e-11)
 
 
 def recurrence_inputs(lstm, steps=3, batch=2, hidden=4, seed=0):

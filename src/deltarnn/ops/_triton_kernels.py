@@ -14,6 +14,11 @@ Layouts:
   a step reads only the rows of the columns that sent a delta.
 * the memory ``m`` is (B, 4H): ``[M_r | M_z | M_xn | M_hn]`` (GRU) or ``[M_i | M_f | M_g | M_o]``
   (LSTM), as in :class:`deltarnn.functional.DeltaGRUState`.
+
+Pointers that receive per-step views (``x[t]``, ``out[t]``, the slots of a ring buffer) are listed
+in ``do_not_specialize_on_alignment``: whether such a view is 16-byte aligned depends on t and on
+the shape, and Triton would otherwise compile a variant per combination (hundreds per test run,
+minutes of cold compilation). Weights and whole buffers keep the alignment specialisation.
 """
 
 from __future__ import annotations
@@ -37,13 +42,20 @@ def _tanh(x):
 
 
 @triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """acc += a @ b in acc's dtype. ``out_dtype`` must be given: Triton 3.6 rejects an fp64
+    accumulator with the default (fp32) ``out_dtype``."""
+    return tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
 def _mac(acc, d, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
     """acc (BB, BH) += d (BB, BK) @ w (BK, BH).
 
     ``tl.dot`` needs BB >= 16 on a GPU; a batch of 1-4 rows uses a broadcast multiply-reduce.
     """
     if USE_DOT:
-        acc = tl.dot(d, w, acc, input_precision=PRECISION)
+        acc = _dot(d, w, acc, PRECISION)
     else:
         acc += tl.sum(d[:, :, None] * w[None, :, :], axis=1)
     return acc
@@ -54,7 +66,7 @@ def _mac(acc, d, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
 # --------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=["x_ptr"], do_not_specialize=["T"])
 def delta_scan_kernel(
     x_ptr,
     xhat_ptr,
@@ -99,7 +111,7 @@ def delta_scan_kernel(
     tl.store(xhat_ptr + offs, xhat, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=["vhat_in_ptr", "vhat_out_ptr", "delta_ptr"])
 def encode_kernel(
     v_ptr,
     vhat_in_ptr,
@@ -144,7 +156,7 @@ def _compact(flags, cols, cmask, idx_ptr, base):
     return base + tl.sum(sent.to(tl.int32), axis=0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=["x_ptr", "dx_ptr"])
 def prepare_step_kernel(
     x_ptr,
     xhat_ptr,
@@ -255,7 +267,18 @@ def _sparse_columns(
     return acc0, acc1, acc2, acc3
 
 
-@triton.jit
+@triton.jit(
+    do_not_specialize_on_alignment=[
+        "dx_ptr",
+        "gx_ptr",
+        "dh_ptr",
+        "out_ptr",
+        "hhat_in_ptr",
+        "hhat_out_ptr",
+        "dh_next_ptr",
+    ],
+    do_not_specialize=["encode_next"],  # a runtime flag: one variant, not two
+)
 def delta_step_kernel(
     wih_t_ptr,
     dx_ptr,
@@ -370,7 +393,21 @@ def delta_step_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-@triton.jit
+_TRAIN_FORWARD_STEP_KERNEL_VIEWS = [
+    "p_ptr",
+    "h_prev_ptr",
+    "hhat_prev_ptr",
+    "hhat0_ptr",
+    "hhat_ptr",
+    "send_ptr",
+    "gates_ptr",
+    "h_ptr",
+    "c_prev_ptr",
+    "c_ptr",
+]
+
+
+@triton.jit(do_not_specialize_on_alignment=_TRAIN_FORWARD_STEP_KERNEL_VIEWS)
 def train_forward_step_kernel(
     p_ptr,
     h_prev_ptr,
@@ -428,12 +465,12 @@ def train_forward_step_kernel(
         u = u - tl.load(hhat0_ptr + off, mask=mk, other=0.0)
         wp = whh_t_ptr + ks[:, None] * gh + units[None, :]
         wm = kmask[:, None] & umask[None, :]
-        q0 = tl.dot(u, tl.load(wp, mask=wm, other=0.0), q0, input_precision=PRECISION)
-        q1 = tl.dot(u, tl.load(wp + H, mask=wm, other=0.0), q1, input_precision=PRECISION)
-        q2 = tl.dot(u, tl.load(wp + 2 * H, mask=wm, other=0.0), q2, input_precision=PRECISION)
+        q0 = _dot(u, tl.load(wp, mask=wm, other=0.0), q0, PRECISION)
+        q1 = _dot(u, tl.load(wp + H, mask=wm, other=0.0), q1, PRECISION)
+        q2 = _dot(u, tl.load(wp + 2 * H, mask=wm, other=0.0), q2, PRECISION)
         if LSTM:
             w3 = tl.load(wp + 3 * H, mask=wm, other=0.0)
-            q3 = tl.dot(u, w3, q3, input_precision=PRECISION)
+            q3 = _dot(u, w3, q3, PRECISION)
 
     off = rows[:, None] * H + units[None, :]
     hp = tl.load(h_prev_ptr + off, mask=m2, other=0.0)
@@ -548,7 +585,23 @@ def _gates_backward(
     tl.store(dq_ptr + oq + H, d1, mask=m2)
 
 
-@triton.jit
+_TRAIN_BACKWARD_LAST_KERNEL_VIEWS = [
+    "gout_ptr",
+    "g_c_ptr",
+    "g_m_ptr",
+    "gates_ptr",
+    "h_prev_ptr",
+    "c_ptr",
+    "c_prev_ptr",
+    "dp_ptr",
+    "dq_ptr",
+    "gh_ring_ptr",
+    "ghh_ring_ptr",
+    "gc_prev_ptr",
+]
+
+
+@triton.jit(do_not_specialize_on_alignment=_TRAIN_BACKWARD_LAST_KERNEL_VIEWS)
 def train_backward_last_kernel(
     gout_ptr,
     g_c_ptr,
@@ -584,7 +637,30 @@ def train_backward_last_kernel(
     )  # fmt: skip
 
 
-@triton.jit
+_TRAIN_BACKWARD_STEP_KERNEL_VIEWS = [
+    "dq_ptr",
+    "gates_ptr",
+    "send_ptr",
+    "gh_ptr",
+    "ghh_ptr",
+    "ghs_ptr",
+    "gh_prev_ptr",
+    "ghh_prev_ptr",
+    "gout_prev_ptr",
+    "gates_prev_ptr",
+    "h_prev2_ptr",
+    "gc_prev_ptr",
+    "c_prev_ptr",
+    "c_prev2_ptr",
+    "dp_prev_ptr",
+    "dq_prev_ptr",
+    "gc_prev2_ptr",
+]
+
+
+@triton.jit(
+    do_not_specialize_on_alignment=_TRAIN_BACKWARD_STEP_KERNEL_VIEWS, do_not_specialize=["has_prev"]
+)
 def train_backward_step_kernel(
     dq_ptr,
     whh_ptr,
@@ -647,7 +723,7 @@ def train_backward_step_kernel(
             mask=kmask[:, None] & umask[None, :],
             other=0.0,
         )
-        acc = tl.dot(dq, w, acc, input_precision=PRECISION)
+        acc = _dot(dq, w, acc, PRECISION)
 
     off = rows[:, None] * H + units[None, :]
     dhhat = tl.load(ghh_ptr + off, mask=m2, other=0.0) + tl.load(ghs_ptr + off, mask=m2, other=0.0)

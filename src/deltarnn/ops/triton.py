@@ -26,53 +26,39 @@ interpreter, for tests), so ``backend="auto"`` never picks this backend for ordi
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 import triton  # noqa: F401  (soft import: a missing triton disables the backend)
 from torch import Tensor
 
 from .. import functional as F
-from ..errors import BackendError, DeviceError, DTypeError, ShapeError
+from ..errors import ConfigError, DeviceError, DTypeError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from .triton_common import (
+    available,
+    capture_graph,
+    device_guard,
+    interpret,
+    kernels,
+    launch_scan,
+    next_pow2,
+    precision,
+    segments,
+)
 
 NAME = "triton"
 
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Graphs (and their buffers) kept per packed weights, one per (kind, batch, steps, mode, count).
-MAX_CACHED_RUNS = 4
-
-
-def _interpret() -> bool:
-    """Whether Triton runs kernels in its interpreter in this process.
-
-    Triton reads ``TRITON_INTERPRET`` when it is imported and builds its own library functions
-    (``tl.zeros``, ``tl.sum``...) for one mode or the other, so setting the variable after
-    ``import triton`` has no effect; this checks both the variable and what Triton built.
-    """
-    return os.environ.get("TRITON_INTERPRET") == "1" and not isinstance(
-        triton.language.standard.zeros, triton.runtime.jit.JITFunction
-    )
-
-
-def kernels() -> ModuleType:
-    """The kernel module (imported on first use, so importing this backend compiles nothing)."""
-    from . import _triton_kernels as module
-
-    if module.INTERPRETED != _interpret():
-        raise BackendError(
-            "the Triton kernels were built for "
-            + ("the interpreter" if module.INTERPRETED else "the GPU")
-            + " but Triton now runs the other way; set TRITON_INTERPRET before importing triton"
-        )
-    return module
+X_MODES = ("gemm", "sparse")
+# Runs (buffers and CUDA graph) kept per packed weights, one per (batch, steps, mode, count...):
+# enough for every power-of-two segment length of one shape (see ``triton_common.segments``).
+MAX_CACHED_RUNS = 12
 
 
 def is_available() -> bool:
-    return torch.cuda.is_available() or _interpret()
+    return available()
 
 
 def supports(device: torch.device | str, dtype: torch.dtype, needs_grad: bool) -> bool:
@@ -82,11 +68,7 @@ def supports(device: torch.device | str, dtype: torch.dtype, needs_grad: bool) -
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available()
-    return device.type == "cpu" and _interpret()
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
+    return device.type == "cpu" and interpret()
 
 
 @dataclass(frozen=True)
@@ -112,17 +94,10 @@ def step_config(batch: int, hidden: int) -> StepConfig:
     """Default block sizes: enough unit blocks to cover the GPU, weight rows of >= 64 bytes."""
     block_h = 16 if hidden <= 2048 else 32
     if batch <= 4:
-        block_b = _next_pow2(batch)
+        block_b = next_pow2(batch)
         # Keep the (block_b, block_k, block_h) broadcast product at 2048 elements.
         return StepConfig(block_b, block_h, max(16, 2048 // (block_b * block_h)), False)
-    return StepConfig(min(64, max(16, _next_pow2(batch))), 32, 32, True)
-
-
-def _precision(device: torch.device) -> str:
-    # Follow torch's own matmul setting, so a comparison against cuBLAS/cuDNN is like for like.
-    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    return StepConfig(min(64, max(16, next_pow2(batch))), 32, 32, True)
 
 
 def _use_graph(device: torch.device, use_graph: bool | None) -> bool:
@@ -179,7 +154,7 @@ def pack(weight_ih: Tensor, weight_hh: Tensor) -> TritonPacked:
 
 def _launch_encode(k, v, vhat_in, vhat_out, theta, delta, flags):
     batch, features = v.shape
-    block_b = min(_next_pow2(batch), 16)
+    block_b = min(next_pow2(batch), 16)
     block_f = 64
     k.encode_kernel[(triton.cdiv(features, block_f),)](
         v, vhat_in, vhat_out, theta, delta, flags, batch, features,
@@ -187,23 +162,11 @@ def _launch_encode(k, v, vhat_in, vhat_out, theta, delta, flags):
     )  # fmt: skip
 
 
-def _launch_scan(k, x, xhat, theta, delta, last):
-    """x (T, B, F) against xhat (B, F), in place; delta (T, B, F) and/or last (T, B, F)."""
-    steps, batch, features = x.shape
-    n = batch * features
-    block = 256
-    k.delta_scan_kernel[(triton.cdiv(n, block),)](
-        x, xhat, theta, xhat if delta is None else delta, xhat if last is None else last,
-        steps, n, features,
-        STORE_DELTA=delta is not None, STORE_LAST=last is not None, BLOCK=block,
-    )  # fmt: skip
-
-
 def _launch_prepare(k, cfg, x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, encode_x):
     batch, inputs = xhat.shape
     k.prepare_step_kernel[(1,)](
         x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, batch, inputs, flags_h.shape[0],
-        ENCODE_X=encode_x, BLOCK_B=min(_next_pow2(batch), 16), BLOCK_C=cfg.block_c,
+        ENCODE_X=encode_x, BLOCK_B=min(next_pow2(batch), 16), BLOCK_C=cfg.block_c,
         num_warps=cfg.num_warps,
     )  # fmt: skip
 
@@ -253,7 +216,7 @@ class _SequenceRun:
         inputs, hidden, gates = packed.inputs, packed.hidden, packed.gates
         self.packed, self.steps, self.x_mode, self.count = packed, steps, x_mode, count
         self.config, self.use_graph = config, use_graph
-        self.precision = _precision(dev)
+        self.precision = precision(torch.float32, dev)
         self.graph: torch.cuda.CUDAGraph | None = None
 
         def zeros(*shape, dtype=f32):
@@ -275,6 +238,7 @@ class _SequenceRun:
         self.dh = zeros(steps + 1 if count else 2, batch, hidden)
         self.dx = zeros(steps if count or x_mode == "gemm" else 1, batch, inputs)
         self.gx = zeros(steps, batch, gates * hidden) if x_mode == "gemm" else None
+        self.w_ih_t_f32 = packed.w_ih_t.float() if x_mode == "gemm" else None
         self.flags = zeros(hidden, dtype=i32)
         self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
         self.n = zeros(2, dtype=i32)
@@ -302,13 +266,12 @@ class _SequenceRun:
         self.m.copy_(self.m0)
         self.flags.zero_()
         if self.gx is not None:
-            _launch_scan(k, self.x, self.xhat, self.theta_x, self.dx, None)
+            launch_scan(k, self.x, self.xhat, self.theta_x, self.dx, None)
             dx2 = self.dx.view(-1, packed.inputs)
             gx2 = self.gx.view(-1, packed.gates * packed.hidden)
-            if packed.dtype == torch.float32:
-                torch.matmul(dx2, packed.w_ih_t, out=gx2)
-            else:
-                gx2.copy_(torch.matmul(dx2.to(packed.dtype), packed.w_ih_t))
+            # In float32 whatever the weights: the deltas and the products reach the float32
+            # memories unrounded (half weights are widened once per run, see __init__).
+            torch.matmul(dx2, self.w_ih_t_f32, out=gx2)
         # Δh of the first step: h0 against ĥ0.
         _launch_encode(k, self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags)
         ring = self.dh.shape[0]
@@ -334,17 +297,24 @@ class _SequenceRun:
             self.launch()
             return
         if self.graph is None:
-            # Warm-up on a side stream compiles every kernel variant, then one capture.
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.launch()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.launch()
-            self.graph = graph
+            self.graph, _ = capture_graph(self.launch)
         self.graph.replay()
+
+    def results(self, state_dtype: torch.dtype, out_dtype: torch.dtype):
+        """(output, state, counts) of the last run, copied out of the buffers."""
+        steps = self.steps
+
+        def out_of(buffer: Tensor, dtype: torch.dtype = state_dtype) -> Tensor:
+            return buffer.to(dtype, copy=True)
+
+        hhat = out_of(self.hhat[(steps - 1) % 2])
+        h, xhat, m = out_of(self.h), out_of(self.xhat), out_of(self.m)
+        if self.packed.gates == 3:
+            state = DeltaGRUState(h, xhat, hhat, m)
+        else:
+            state = DeltaLSTMState(h, out_of(self.c), xhat, hhat, m)
+        counts = F.count_sends(self.dx, self.dh[:steps]) if self.count else None
+        return out_of(self.out, out_dtype), state, counts
 
 
 def _check_call(kind: str, x: Tensor, state, packed: TritonPacked) -> None:
@@ -390,8 +360,8 @@ def run_sequence(
     """
     kind = packed.kind
     _check_call(kind, x, state, packed)
-    if x_mode not in ("gemm", "sparse"):
-        raise ValueError(f"x_mode must be 'gemm' or 'sparse'; got {x_mode!r}")
+    if x_mode not in X_MODES:
+        raise ConfigError(f"x_mode must be one of {X_MODES}; got {x_mode!r}")
     steps, batch = x.shape[0], x.shape[1]
     if steps == 0:
         empty = x.new_zeros(0, batch, packed.hidden)
@@ -399,6 +369,23 @@ def run_sequence(
         return empty, state, counts
     config = config or step_config(batch, packed.hidden)
     graph = _use_graph(x.device, use_graph)
+    outs, parts = [], []
+    with device_guard(x.device):
+        for start, length in segments(steps, graph):
+            run = _cached_run(packed, batch, length, x_mode, count, config, graph)
+            run.load(x[start : start + length], state, theta_x, theta_h)
+            run.run()
+            out, state, counts = run.results(state.h.dtype, x.dtype)
+            outs.append(out)
+            parts.append(counts)
+    if len(outs) == 1:
+        return outs[0], state, parts[0]
+    counts = DeltaCounts(*map(torch.cat, zip(*parts, strict=True))) if count else None
+    return torch.cat(outs), state, counts
+
+
+def _cached_run(packed, batch, steps, x_mode, count, config, graph) -> _SequenceRun:
+    """The run of this shape from the packed weights' cache (least recently used goes first)."""
     key = (batch, steps, x_mode, count, config, graph)
     run = packed.runs.pop(key, None)
     if run is None:
@@ -406,24 +393,7 @@ def run_sequence(
     packed.runs[key] = run
     while len(packed.runs) > MAX_CACHED_RUNS:
         packed.runs.popitem(last=False)
-
-    run.load(x, state, theta_x, theta_h)
-    run.run()
-
-    sdt = state.h.dtype
-
-    def out_of(buffer: Tensor, dtype: torch.dtype = sdt) -> Tensor:
-        return buffer.to(dtype, copy=True)
-
-    hhat = out_of(run.hhat[(steps - 1) % 2])
-    if kind == "gru":
-        new_state = DeltaGRUState(out_of(run.h), out_of(run.xhat), hhat, out_of(run.m))
-    else:
-        new_state = DeltaLSTMState(
-            out_of(run.h), out_of(run.c), out_of(run.xhat), hhat, out_of(run.m)
-        )
-    counts = F.count_sends(run.dx, run.dh[:steps]) if count else None
-    return out_of(run.out, x.dtype), new_state, counts
+    return run
 
 
 def gru(x, state, packed, theta_x, theta_h, *, count=False):
@@ -479,7 +449,7 @@ class TritonStreamer:
         batch = state.h.shape[0]
         self.packed, self.batch = packed, batch
         self.config = config or step_config(batch, hidden)
-        self.precision = _precision(dev)
+        self.precision = precision(torch.float32, dev)
         self.state_dtype = state.h.dtype
 
         def zeros(*shape, dtype=f32):
@@ -520,9 +490,10 @@ class TritonStreamer:
         if self.packed.gates == 4:
             self.c.copy_(state.c)
         self.flags.zero_()
-        _launch_encode(
-            kernels(), self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags
-        )
+        with device_guard(self.packed.device):
+            _launch_encode(
+                kernels(), self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags
+            )
         self.parity = 0
 
     def _launch(self, parity: int) -> None:
@@ -540,19 +511,10 @@ class TritonStreamer:
         )  # fmt: skip
 
     def _capture(self, state) -> None:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # compile both parities, then undo their effect
-            self._launch(0)
-            self._launch(1)
-        torch.cuda.current_stream().wait_stream(side)
-        self.reset(state)
-        graphs = []
-        for parity in (0, 1):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._launch(parity)
-            graphs.append(graph)
+        with device_guard(self.packed.device):
+            # The warm-up compiles both parities; reset() then undoes their effect.
+            graphs = [capture_graph(lambda p=parity: self._launch(p))[0] for parity in (0, 1)]
+            self.reset(state)
         self.graphs = graphs
 
     def step(self, x: Tensor) -> Tensor:
@@ -560,7 +522,8 @@ class TritonStreamer:
         overwrites (clone it to keep it)."""
         self.x.copy_(x)
         if self.graphs is None:
-            self._launch(self.parity)
+            with device_guard(self.packed.device):
+                self._launch(self.parity)
         else:
             self.graphs[self.parity].replay()
         self.parity ^= 1

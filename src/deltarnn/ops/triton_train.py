@@ -24,6 +24,7 @@ Shape legend: T steps, B batch, I inputs, H hidden units, G gates (3 GRU, 4 LSTM
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -203,15 +204,10 @@ def _train_blocks(hidden: int) -> tuple[int, int, int]:
     return 16, (32 if hidden >= 1024 else 16), 32
 
 
-def _precision(dtype: torch.dtype, device: torch.device) -> str:
-    tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-    return "tf32" if dtype == torch.float32 and tf32 else "ieee"
-
-
 def _forward_triton(p, h0, hhat0, c0, weight_hh, theta):
     import triton
 
-    from .triton import kernels
+    from .triton_common import kernels, precision
 
     k = kernels()
     steps, batch, hidden = p.shape[0], h0.shape[0], h0.shape[1]
@@ -223,14 +219,14 @@ def _forward_triton(p, h0, hhat0, c0, weight_hh, theta):
     send_seq = torch.empty(steps, batch, hidden, dtype=torch.int8, device=p.device)
     gates_seq, m = torch.empty_like(p), p.new_empty(batch, 4 * hidden)
     c_seq = p.new_empty(steps, batch, hidden) if lstm else None
-    precision = _precision(p.dtype, p.device)
+    prec = precision(p.dtype, p.device)
     for t in range(steps):
         k.train_forward_step_kernel[grid](
             p[t], out[t - 1] if t else h0, hhat_seq[t - 1] if t else hhat0, hhat0, w_t, theta,
             hhat_seq[t], send_seq[t], m, gates_seq[t], out[t],
             (c_seq[t - 1] if t else c0) if lstm else h0, c_seq[t] if lstm else h0,
             batch, hidden,
-            LSTM=lstm, PRECISION=precision, BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk,
+            LSTM=lstm, PRECISION=prec, BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk,
         )  # fmt: skip
     return out, hhat_seq, m, c_seq, send_seq.bool(), gates_seq
 
@@ -238,7 +234,7 @@ def _forward_triton(p, h0, hhat0, c0, weight_hh, theta):
 def _backward_triton(saved, g_out, g_hhat, g_m, g_c):
     import triton
 
-    from .triton import kernels
+    from .triton_common import kernels, precision
 
     k = kernels()
     h0, hhat0, c0, weight_hh, out, hhat_seq, send, gates, c_seq = saved
@@ -253,7 +249,7 @@ def _backward_triton(saved, g_out, g_hhat, g_m, g_c):
     dq = g_out.new_empty(steps, batch, weight_hh.shape[0])
     gh_ring, ghh_ring = g_out.new_empty(2, batch, hidden), g_out.new_empty(2, batch, hidden)
     gc_ring = g_out.new_zeros(2, batch, hidden)
-    precision = _precision(out.dtype, out.device)
+    prec = precision(out.dtype, out.device)
 
     def h_prev(t):
         return out[t - 1] if t > 0 else h0
@@ -277,7 +273,7 @@ def _backward_triton(saved, g_out, g_hhat, g_m, g_c):
             gh_ring[(t - 1) % 2], ghh_ring[(t - 1) % 2], g_out[prev], gates[prev],
             h_prev(prev), gc_ring[(t - 1) % 2], c_at(t - 1), c_at(t - 2), dp[prev], dq[prev],
             gc_ring[t % 2], batch, hidden, int(t > 0),
-            LSTM=lstm, PRECISION=precision, BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk,
+            LSTM=lstm, PRECISION=prec, BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk,
         )  # fmt: skip
     return dp, dq, gh_ring[1], ghh_ring[1], gc_ring[1] if lstm else None
 
@@ -292,15 +288,10 @@ class _GraphedCall:
     """
 
     def __init__(self, fn, args) -> None:
+        from .triton_common import capture_graph
+
         self.inputs = [None if a is None else a.clone() for a in args]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # compiles every kernel variant before the capture
-            fn(*self.inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = fn(*self.inputs)
+        self.graph, self.outputs = capture_graph(lambda: fn(*self.inputs))
 
     def __call__(self, *args):
         for static, a in zip(self.inputs, args, strict=True):
@@ -311,7 +302,8 @@ class _GraphedCall:
 
 
 _GRAPHS: OrderedDict[tuple, _GraphedCall] = OrderedDict()
-MAX_GRAPHS = 8
+# Two directions, every power-of-two segment length of a few shapes (see _delta_layer_train).
+MAX_GRAPHS = 32
 
 
 def _graphed(name: str, fn, args):
@@ -335,6 +327,16 @@ def _backward_triton_flat(*args):
 # ---------------------------------------------------------------------------------------------
 # The autograd function
 # ---------------------------------------------------------------------------------------------
+
+
+def _guard(device: torch.device, impl: str):
+    """The current CUDA device for the Triton launches (autograd may run the backward on a
+    worker thread whose current device is another one)."""
+    if impl != "triton":
+        return contextlib.nullcontext()
+    from .triton_common import device_guard
+
+    return device_guard(device)
 
 
 class DeltaRecurrence(torch.autograd.Function):
@@ -363,7 +365,7 @@ class DeltaRecurrence(torch.autograd.Function):
             None if c0 is None else c0.contiguous(), weight_hh.contiguous(), theta_h.contiguous(),
         )  # fmt: skip
         graph = graph and impl == "triton" and p.is_cuda
-        with torch.no_grad():
+        with torch.no_grad(), _guard(p.device, impl):
             if graph:
                 results = _graphed("forward", _forward_triton, args)
             else:
@@ -380,7 +382,7 @@ class DeltaRecurrence(torch.autograd.Function):
         saved = ctx.saved_tensors
         h0, hhat0, c0, weight_hh, _, hhat_seq = saved[:6]
         grads = (g_out, g_hhat, g_m, g_c if c0 is not None else None)
-        with torch.no_grad():
+        with torch.no_grad(), _guard(h0.device, ctx.impl):
             if ctx.graph:
                 results = _graphed("backward", _backward_triton_flat, (*saved, *grads))
             else:
@@ -405,9 +407,9 @@ def _resolve_impl(impl: str, x: Tensor) -> str:
         raise BackendError(f"impl must be one of {IMPLS}; got {impl!r}")
     if impl != "auto":
         if impl == "triton":
-            from . import triton as backend  # ImportError: triton is not installed
+            from .triton_common import interpret  # ImportError: triton is not installed
 
-            cuda_or_interpreted = x.is_cuda or backend._interpret()
+            cuda_or_interpreted = x.is_cuda or interpret()
             if not cuda_or_interpreted or x.dtype not in (torch.float32, torch.float64):
                 raise BackendError(
                     f"impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1) of float32/float64; "
@@ -430,10 +432,11 @@ def _theta(theta: Tensor | float, size: int, like: Tensor) -> Tensor:
 def _send_index(x: Tensor, x_hat: Tensor, theta: Tensor, impl: str) -> Tensor:
     if impl != "triton":
         return send_index_ref(x, x_hat, theta)
-    from .triton import _launch_scan, kernels
+    from .triton_common import kernels, launch_scan
 
     last = torch.empty(x.shape, dtype=torch.int64, device=x.device)
-    _launch_scan(kernels(), x.contiguous(), x_hat.clone(), theta, None, last)
+    with _guard(x.device, impl):
+        launch_scan(kernels(), x.contiguous(), x_hat.clone(), theta, None, last)
     return last
 
 
@@ -459,6 +462,30 @@ def _delta_layer_train(
     impl = _resolve_impl(impl, x)
     theta_x = _theta(theta_x, inputs, x)
     theta_h = _theta(theta_h, hidden, x)
+    graph = impl == "triton" and x.is_cuda and (use_graph is None or use_graph)
+    if impl == "triton":
+        # CUDA graphs are cached per shape: power-of-two segments keep their number small
+        # whatever the lengths; the state (and its gradient) is carried from one to the next.
+        from .triton_common import segments
+
+        spans = list(segments(steps, graph))
+        if len(spans) > 1:
+            outs, parts = [], []
+            for start, length in spans:
+                out, state, counts = _delta_layer(
+                    x[start : start + length], state, weight_ih, weight_hh, theta_x, theta_h,
+                    count, impl, True, lstm,
+                )  # fmt: skip
+                outs.append(out)
+                parts.append(counts)
+            counts = DeltaCounts(*map(torch.cat, zip(*parts, strict=True))) if count else None
+            return torch.cat(outs), state, counts
+    return _delta_layer(x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, graph, lstm)
+
+
+def _delta_layer(x, state, weight_ih, weight_hh, theta_x, theta_h, count, impl, graph, lstm):
+    """One segment of :func:`_delta_layer_train` (thresholds expanded, impl resolved)."""
+    hidden = weight_hh.shape[1]
     with torch.no_grad():
         last = _send_index(x.detach(), state.x_hat.detach(), theta_x, impl)
     x_hat_seq = torch.cat((state.x_hat[None], x)).gather(0, last)
@@ -466,8 +493,7 @@ def _delta_layer_train(
     gx = (x_hat_seq - state.x_hat) @ weight_ih.t()
     p = state.m + (gx if lstm else nnF.pad(gx, (0, hidden)))
     out, hhat_seq, m, c, send_h = DeltaRecurrence.apply(
-        p, state.h, state.h_hat, state.c if lstm else None, weight_hh, theta_h, impl,
-        x.is_cuda if use_graph is None else use_graph,
+        p, state.h, state.h_hat, state.c if lstm else None, weight_hh, theta_h, impl, graph,
     )  # fmt: skip
     h, x_hat, h_hat = out[-1], x_hat_seq[-1], hhat_seq[-1]
     new_state = DeltaLSTMState(h, c, x_hat, h_hat, m) if lstm else DeltaGRUState(h, x_hat, h_hat, m)
