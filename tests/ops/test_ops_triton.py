@@ -379,3 +379,16 @@ def test_gpu_graph_replay_long_sequence(cuda_device):
             x.to(cuda_device), to(state, cuda_device), packed, thx, thh, count=True
         )
         assert_same_run(expected, got, atol=1e-4)
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="run by test_interpreter_subprocess")
+def test_gpu_smoke_script_runs_interpreted(capsys):
+    """benchmarks/gpu_smoke.py, the first stage of the GPU check, passes on the CPU (its CUDA-only
+    stages skip): a GPU session does not discover a broken smoke script."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import gpu_smoke
+
+    assert gpu_smoke.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if line.startswith("FAIL")]
+    assert sum(line.startswith("ok ") for line in lines) >= 10
