@@ -194,8 +194,30 @@ def _training():
                 (out.sum() + sum(t.sum() for t in new_state)).backward()
 
 
+def _stack():
+    import torch
+
+    from deltarnn.ops import triton_stream as ts
+
+    class Layer:
+        def __init__(self, w_ih, w_hh, hidden):
+            self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh = w_ih, w_hh, None, None
+            self.theta_x = torch.full((w_ih.shape[1],), 3 / 16)
+            self.theta_h = torch.full((hidden,), 0.05)
+
+    for kind in ("gru", "lstm"):
+        for batch in (1, 3):
+            built = [_layer(kind, batch, 16, 32), _layer(kind, batch, 32, 20)]
+            layers = [Layer(w_ih, w_hh, w_hh.shape[1]) for w_ih, w_hh, _, _ in built]
+            streamer = ts.StackStreamer(
+                kind.upper(), layers, tuple(b[2] for b in built), count=True
+            )
+            streamer.step(built[0][3][0])
+
+
 WORKLOADS = (
     ("inference configs", _inference),
+    ("stack streamer", _stack),
     ("inference shapes", _inference_shapes),
     ("training", _training),
 )

@@ -94,6 +94,41 @@ def streamer(device, use_graph):
     return f"graph={use_graph}"
 
 
+def stack(device, use_graph):
+    """A 2-layer GRU stack, one graph replay per frame, against the spec layer after layer."""
+    from types import SimpleNamespace
+
+    from deltarnn.ops.triton_stream import StackStreamer
+
+    if use_graph:
+        needs_cuda(device)
+    built = [layer("gru", 2, 16, 33, device, seed=0), layer("gru", 2, 33, 20, device, seed=1)]
+    layers = [
+        SimpleNamespace(
+            weight_ih=w_ih, weight_hh=w_hh, bias_ih=None, bias_hh=None,
+            theta_x=torch.full((w_ih.shape[1],), THETA_X if k == 0 else 0.0, device=device),
+            theta_h=torch.full((w_hh.shape[1],), THETA_H, device=device),
+        )
+        for k, (w_ih, w_hh, _, _, _) in enumerate(built)
+    ]  # fmt: skip
+    states = tuple(b[2] for b in built)
+    x = built[0][3]
+    s = StackStreamer("GRU", layers, states, use_graph=use_graph)
+    outs = torch.stack([s.step(frame) for frame in x])
+    expected, spec_states = x.cpu(), []
+    for p, st in zip(layers, states, strict=True):
+        cpu_state = type(st)(*(t.cpu() for t in st))
+        expected, new_state, _ = F.delta_gru(
+            expected, cpu_state, p.weight_ih.cpu(), p.weight_hh.cpu(), p.theta_x.cpu(),
+            p.theta_h.cpu(),
+        )  # fmt: skip
+        spec_states.append(new_state)
+    torch.testing.assert_close(outs.cpu(), expected, atol=ATOL, rtol=0)
+    for e, g in zip(spec_states, s.state(), strict=True):
+        check((expected[:0], e, None), (expected[:0], g, None))
+    return f"2 layers, B=2, graph={use_graph}"
+
+
 def training(device, kind, use_graph, dtype=torch.float32, atol=2e-5):
     if use_graph:
         needs_cuda(device)
@@ -191,6 +226,8 @@ def stages(device):
         ("gru fp16", lambda: sequence(device, dtype=torch.float16, atol=1e-2)),
         ("TritonStreamer eager", lambda: streamer(device, False)),
         ("TritonStreamer graph", lambda: streamer(device, True)),
+        ("StackStreamer eager", lambda: stack(device, False)),
+        ("StackStreamer graph", lambda: stack(device, True)),
         ("training gru fp32 eager", lambda: training(device, "gru", False)),
         ("training gru fp32 graph", lambda: training(device, "gru", True)),
         (

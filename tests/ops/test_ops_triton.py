@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from deltarnn import functional as F  # noqa: E402
 from deltarnn.errors import BackendError, ConfigError, DTypeError, ShapeError  # noqa: E402
 from deltarnn.ops import select_backend, triton_common  # noqa: E402
 from deltarnn.ops import triton as tb  # noqa: E402
+from deltarnn.ops import triton_stream as tst  # noqa: E402
 
 ATOL = 2e-5  # float32: a different summation order of the products
 INTERPRETED = triton_common.interpret()
@@ -392,3 +394,85 @@ def test_gpu_smoke_script_runs_interpreted(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert not [line for line in lines if line.startswith("FAIL")]
     assert sum(line.startswith("ok ") for line in lines) >= 10
+
+
+class Layer(NamedTuple):
+    """The fields a stack streamer reads of a layer (the backend protocol's layer parameters)."""
+
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: torch.Tensor | None
+    bias_hh: torch.Tensor | None
+    theta_x: torch.Tensor
+    theta_h: torch.Tensor
+
+
+def make_stack(kind: str, depth: int, batch: int, sizes=(5, 9, 7, 6)):
+    layers, states = [], []
+    for k in range(depth):
+        w_ih, w_hh, state, _ = make_layer(kind.lower(), batch, sizes[k], sizes[k + 1], seed=k)
+        theta_x = torch.full((sizes[k],), 3 / 16 if k == 0 else 0.05)
+        layers.append(Layer(w_ih, w_hh, None, None, theta_x, torch.full((sizes[k + 1],), 0.1)))
+        states.append(state)
+    return layers, tuple(states)
+
+
+def spec_stack(kind, layers, states, frame):
+    """One frame through the stack by the spec: (h of the last layer, states, counts)."""
+    x, new_states, counts = frame[None], [], []
+    for params, s in zip(layers, states, strict=True):
+        x, s, c = spec(kind.lower())(
+            x, s, params.weight_ih, params.weight_hh, params.theta_x, params.theta_h, count=True
+        )
+        new_states.append(s)
+        counts.append(c)
+    return x[0], tuple(new_states), counts
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+@pytest.mark.parametrize("depth,batch", [(1, 1), (2, 3), (3, 1)])
+def test_stack_streamer_matches_spec(kind, depth, batch, device):
+    """Every step: the last layer's h, every layer's state and counts equal the spec run layer
+    after layer with T = 1; load_state() resumes from a state() taken mid-stream."""
+    layers, states = make_stack(kind, depth, batch)
+    frames = grid(torch.Generator().manual_seed(9), 4, batch, layers[0].weight_ih.shape[1])
+    moved = [Layer(*(t if t is None else t.to(device) for t in p)) for p in layers]
+    streamer = tst.StackStreamer(kind, moved, tuple(to(s, device) for s in states), count=True)
+    assert streamer.batch_size == batch
+    expected_states, saved = states, None
+    for t, frame in enumerate(frames):
+        h_e, expected_states, counts_e = spec_stack(kind, layers, expected_states, frame)
+        out = torch.empty_like(h_e).to(device)
+        assert streamer.step(frame.to(device), out=out) is out
+        torch.testing.assert_close(out.cpu(), h_e, atol=ATOL, rtol=0)
+        for k, (s_e, s_g, c_e, c_g) in enumerate(
+            zip(expected_states, streamer.state(), counts_e, streamer.counts(), strict=True)
+        ):
+            assert_same_run((h_e[:0], s_e, c_e), (h_e[:0], s_g, c_g))
+            assert c_g.nx.shape == (1, batch), k
+        if t == 1:
+            saved, saved_expected = streamer.state(), expected_states
+    streamer.load_state(saved)
+    h_e, _, _ = spec_stack(kind, layers, saved_expected, frames[2])
+    torch.testing.assert_close(streamer.step(frames[2].to(device)).cpu(), h_e, atol=ATOL, rtol=0)
+
+
+def test_stack_streamer_errors(device):
+    layers, states = make_stack("GRU", 2, 1)
+    moved = [Layer(*(t if t is None else t.to(device) for t in p)) for p in layers]
+    states = tuple(to(s, device) for s in states)
+    with pytest.raises(ConfigError, match="kind"):
+        tst.StackStreamer("RNN", moved, states)
+    with pytest.raises(BackendError, match="8-bit"):
+        tst.StackStreamer("GRU", moved, states, weights="int8")
+    with pytest.raises(ShapeError, match="state must be a tuple of 2"):
+        tst.StackStreamer("GRU", moved, states[:1])
+    with pytest.raises(ShapeError, match="must be a DeltaLSTMState"):
+        tst.StackStreamer("LSTM", moved, states)
+    streamer = tst.StackStreamer("GRU", moved, states)
+    with pytest.raises(ShapeError, match=r"\(1, 5\)"):
+        streamer.step(torch.zeros(2, 5, device=device))
+    with pytest.raises(DTypeError, match="float32"):
+        streamer.step(torch.zeros(1, 5, dtype=torch.float64, device=device))
+    with pytest.raises(ConfigError, match="count=True"):
+        streamer.counts()

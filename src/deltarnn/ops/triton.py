@@ -426,6 +426,9 @@ class TritonStreamer:
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
         use_graph: capture CUDA graphs (default: on CUDA devices).
         config: block sizes (default :func:`step_config`).
+        frames: a float32 (B, I) buffer the frames are read from, instead of a buffer of its own
+            that :meth:`step` copies each frame into: the h buffer of the layer below, in a stack
+            (:class:`deltarnn.ops.triton_stream.StackStreamer`).
 
     Example::
 
@@ -443,10 +446,18 @@ class TritonStreamer:
         *,
         use_graph: bool | None = None,
         config: StepConfig | None = None,
+        frames: Tensor | None = None,
     ) -> None:
         dev, f32, i32 = packed.device, torch.float32, torch.int32
         inputs, hidden = packed.inputs, packed.hidden
         batch = state.h.shape[0]
+        if frames is not None and (
+            frames.shape != (batch, inputs) or frames.dtype != f32 or frames.device != dev
+        ):
+            raise ShapeError(
+                f"frames must be a float32 ({batch}, {inputs}) buffer on {dev}; got "
+                f"{frames.dtype} {tuple(frames.shape)} on {frames.device}"
+            )
         self.packed, self.batch = packed, batch
         self.config = config or step_config(batch, hidden)
         self.precision = precision(torch.float32, dev)
@@ -457,11 +468,8 @@ class TritonStreamer:
 
         self.theta_x = zeros(inputs).copy_(torch.as_tensor(theta_x).expand(inputs))
         self.theta_h = zeros(hidden).copy_(torch.as_tensor(theta_h).expand(hidden))
-        self.x, self.dx, self.xhat = (
-            zeros(batch, inputs),
-            zeros(batch, inputs),
-            zeros(batch, inputs),
-        )
+        self.x = zeros(batch, inputs) if frames is None else frames
+        self.dx, self.xhat = zeros(batch, inputs), zeros(batch, inputs)
         self.h, self.c, self.m = (
             zeros(batch, hidden),
             zeros(batch, hidden),
