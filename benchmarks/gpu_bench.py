@@ -3,7 +3,7 @@
 Sections (each row has its dense baseline measured in the same run, and the ratio):
 
 * ``sequence``: a whole sequence through one GRU layer. Baseline ``torch.nn.GRU`` (cuDNN);
-  ours ``deltarnn.ops.triton.run_sequence`` (x_mode ``gemm``: input deltas by one scan, one
+  ours ``deltarnn.ops.triton.run_sequence`` (x_mode ``dense``: input deltas by one scan, one
   product over time; and, at batch 1, ``sparse``: only the input columns sent, per step).
   Time per step = time of the sequence / T.
 * ``streaming``: one frame per call. Baseline: one ``torch.nn.GRUCell`` step captured in a CUDA
@@ -198,7 +198,7 @@ def bench_sequence(args, device, timer, emit, configs) -> None:
     for batch, dtype, hidden, occupancy in configs:
         case = sequence_case(hidden, batch, dtype, occupancy, args.steps, device)
         h0 = case.state.h.unsqueeze(0).contiguous()
-        modes = ("gemm", "sparse") if batch == 1 else ("gemm",)
+        modes = ("dense", "sparse") if batch == 1 else ("dense",)
         with torch.no_grad():
             for x_mode in modes:
 
@@ -363,7 +363,7 @@ def bench_tune(args, device, timer, emit, configs) -> None:
                             batch,
                             str(dtype).split(".")[-1],
                             occupancy,
-                            f"seq gemm bh={block_h} bk={block_k} w={warps}",
+                            f"seq dense-x bh={block_h} bk={block_k} w={warps}",
                             "cuDNN nn.GRU",
                             t_b / args.steps * 1e6,
                             t_o / args.steps * 1e6,

@@ -165,7 +165,7 @@ def _inference_shapes():
             w_ih, w_hh, state, x = _layer(kind, batch, inputs, hidden, torch.float32)
             packed = tb.pack(w_ih, w_hh)
             theta_x, theta_h = torch.full((inputs,), 3 / 16), torch.full((hidden,), 0.05)
-            for x_mode in ("gemm", "sparse"):
+            for x_mode in ("dense", "sparse"):
                 tb.run_sequence(x, state, packed, theta_x, theta_h, count=True, x_mode=x_mode)
                 tb.run_sequence(x[:1], state, packed, theta_x, theta_h, x_mode=x_mode)
 

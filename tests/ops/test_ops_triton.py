@@ -132,7 +132,7 @@ def run_both(kind, steps, batch, inputs, hidden, theta_x, theta_h, device, **kwa
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
-@pytest.mark.parametrize("x_mode", ["gemm", "sparse"])
+@pytest.mark.parametrize("x_mode", ["dense", "sparse"])
 @pytest.mark.parametrize("thetas", [(0.0, 0.0), (3 / 16, 0.1)])
 @pytest.mark.parametrize(
     "shape", [(1, 1, 7, 33), (4, 3, 5, 7)], ids=["T1-B1-I7-H33", "T4-B3-I5-H7"]
@@ -151,7 +151,7 @@ def test_sequence_several_blocks(kind, device):
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
-@pytest.mark.parametrize("x_mode", ["gemm", "sparse"])
+@pytest.mark.parametrize("x_mode", ["dense", "sparse"])
 def test_dot_path_and_split_batch(kind, x_mode, device):
     # tl.dot tiles of 16 rows; B = 19 spans two batch blocks, which share units (atomic flags).
     config = tb.StepConfig(block_b=16, block_h=16, block_k=16, use_dot=True, block_c=64)
@@ -201,7 +201,7 @@ def test_half_weights(kind, dtype, device):
     x = grid(gen, 3, batch, inputs) + 8.0
     x = x.to(dtype).float()
     expected = spec(kind)(x, state, w_ih.float(), w_hh.float(), 3 / 16, 0.0)
-    for x_mode in ("gemm", "sparse"):
+    for x_mode in ("dense", "sparse"):
         out, new_state, _ = tb.run_sequence(
             x.to(device, dtype),
             to(state, device),
@@ -267,7 +267,7 @@ def test_versions_and_modes():
         tb.run_sequence(
             torch.zeros(1, 1, 3), F.gru_initial_state(torch.zeros(6, 3), None, None, 1),
             tb.pack(torch.zeros(6, 3), torch.zeros(6, 2)), torch.zeros(3), torch.zeros(2),
-            x_mode="dense",
+            x_mode="gemm",
         )  # fmt: skip
 
 
@@ -476,3 +476,29 @@ def test_stack_streamer_errors(device):
         streamer.step(torch.zeros(1, 5, dtype=torch.float64, device=device))
     with pytest.raises(ConfigError, match="count=True"):
         streamer.counts()
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("x_mode", ["dense", "sparse"])
+def test_dense_hidden_product(kind, x_mode, device):
+    """Large batches: the hidden product as one dense product (cuBLAS on a GPU) gives the spec's
+    run, in a sequence and in the streamer; step_config picks it from DENSE_H_BATCH rows on."""
+    assert tb.step_config(tb.DENSE_H_BATCH, 2048).dense_h
+    assert not tb.step_config(tb.DENSE_H_BATCH - 1, 2048).dense_h
+    config = tb.StepConfig(block_b=16, block_h=16, block_k=16, use_dot=True, dense_h=True)
+    expected, got = run_both(kind, 3, 17, 6, 20, 3 / 16, 0.1, device, config=config, x_mode=x_mode)
+    assert_same_run(expected, got)
+
+
+def test_dense_hidden_product_streamer_half(device):
+    batch, inputs, hidden = 17, 5, 18
+    w_ih, w_hh, state, gen = make_layer("gru", batch, inputs, hidden)
+    x = grid(gen, 3, batch, inputs)
+    w_ih, w_hh = w_ih.half(), w_hh.half()
+    out_e, state_e, _ = F.delta_gru(x, state, w_ih.float(), w_hh.float(), 3 / 16, 0.1)
+    config = tb.StepConfig(block_b=16, block_h=16, block_k=16, use_dot=True, dense_h=True)
+    streamer = tb.TritonStreamer(
+        tb.pack(w_ih.to(device), w_hh.to(device)), to(state, device), 3 / 16, 0.1, config=config
+    )
+    outs = torch.stack([streamer.step(x[t].to(device)).clone() for t in range(3)])
+    assert_same_run((out_e, state_e, None), (outs, streamer.state(), None))

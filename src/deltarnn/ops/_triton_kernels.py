@@ -272,6 +272,7 @@ def _sparse_columns(
         "dx_ptr",
         "gx_ptr",
         "dh_ptr",
+        "ghh_ptr",
         "out_ptr",
         "hhat_in_ptr",
         "hhat_out_ptr",
@@ -286,6 +287,7 @@ def delta_step_kernel(
     gx_ptr,
     whh_t_ptr,
     dh_ptr,
+    ghh_ptr,
     idx_h_ptr,
     n_ptr,
     m_ptr,
@@ -303,6 +305,7 @@ def delta_step_kernel(
     encode_next,
     LSTM: tl.constexpr,
     X_SPARSE: tl.constexpr,
+    H_SPARSE: tl.constexpr,
     STORE_OUT: tl.constexpr,
     USE_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -315,9 +318,10 @@ def delta_step_kernel(
     Program (p, q) owns hidden units ``[p*BLOCK_H, (p+1)*BLOCK_H)`` of every gate and batch rows
     ``[q*BLOCK_B, ...)``. It adds the input side (the sparse product over ``idx_x``, or the
     precomputed ``gx`` row of the dense-over-time product) and the hidden side (sparse over
-    ``idx_h``) to its slice of m, applies the gates, writes h (and c), then, when
-    ``encode_next``, delta-encodes the new h for the next step: Δh to ``dh_next``, ĥ to
-    ``hhat_out`` and an any-row flag per unit (atomic, since batch blocks share a unit).
+    ``idx_h``, or with ``H_SPARSE`` off the precomputed dense product ``ghh``) to its slice of m,
+    applies the gates, writes h (and c), then, when ``encode_next``, delta-encodes the new h for
+    the next step: Δh to ``dh_next``, ĥ to ``hhat_out`` and an any-row flag per unit (atomic,
+    since batch blocks share a unit; only for the sparse hidden side).
     """
     units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     umask = units < H
@@ -346,11 +350,22 @@ def delta_step_kernel(
         acc2 += tl.load(gp + 2 * H, mask=m2, other=0.0)
         if LSTM:
             acc3 += tl.load(gp + 3 * H, mask=m2, other=0.0)
-    n_h = tl.load(n_ptr + 1)
-    acc0, acc1, acc2, acc3 = _sparse_columns(
-        acc0, acc1, acc2, acc3, whh_t_ptr, dh_ptr, idx_h_ptr, n_h, rows, bmask, units, umask,
-        H, H, True, LSTM, USE_DOT, PRECISION, BLOCK_K,
-    )  # fmt: skip
+    if H_SPARSE:
+        n_h = tl.load(n_ptr + 1)
+        acc0, acc1, acc2, acc3 = _sparse_columns(
+            acc0, acc1, acc2, acc3, whh_t_ptr, dh_ptr, idx_h_ptr, n_h, rows, bmask, units, umask,
+            H, H, True, LSTM, USE_DOT, PRECISION, BLOCK_K,
+        )  # fmt: skip
+    else:
+        # The hidden product of this step, dense (cuBLAS, launched before): Δh W_hh^T (B, G*H).
+        qp = ghh_ptr + rows[:, None] * gh + units[None, :]
+        acc0 += tl.load(qp, mask=m2, other=0.0)
+        acc1 += tl.load(qp + H, mask=m2, other=0.0)
+        if LSTM:
+            acc2 += tl.load(qp + 2 * H, mask=m2, other=0.0)
+            acc3 += tl.load(qp + 3 * H, mask=m2, other=0.0)
+        else:
+            acc3 += tl.load(qp + 2 * H, mask=m2, other=0.0)
 
     mp = m_ptr + rows[:, None] * (4 * H) + units[None, :]
     m0 = tl.load(mp, mask=m2, other=0.0) + acc0
@@ -383,8 +398,9 @@ def delta_step_kernel(
         send = (tl.abs(diff) > theta[None, :]) & m2
         tl.store(dh_next_ptr + off, tl.where(send, diff, 0.0), mask=m2)
         tl.store(hhat_out_ptr + off, tl.where(send, h, hhat), mask=m2)
-        any_sent = tl.max(send.to(tl.int32), axis=0)
-        tl.atomic_max(flags_h_ptr + units, any_sent, mask=umask & (any_sent > 0))
+        if H_SPARSE:  # the flags feed the next step's compaction of the hidden columns
+            any_sent = tl.max(send.to(tl.int32), axis=0)
+            tl.atomic_max(flags_h_ptr + units, any_sent, mask=umask & (any_sent > 0))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,11 +11,18 @@ One step is two launches (see :mod:`deltarnn.ops._triton_kernels`):
    step (flags of the units any row sent).
 
 For a whole sequence the input side is taken out of the loop, as the spec does: the deltas of the
-whole sequence come from one scan kernel, then one dense product over time (``x_mode="gemm"``,
+whole sequence come from one scan kernel, then one dense product over time (``x_mode="dense"``,
 which reads ``W_ih`` once per sequence instead of once per step); ``x_mode="sparse"`` keeps the
-per-step sparse input product instead. On a GPU the launches of a sequence (or of one streaming
-step) are captured once in a CUDA graph and replayed, since per-launch host overhead would
-otherwise dominate a step of a few microseconds.
+per-step sparse input product instead. From :data:`DENSE_H_BATCH` rows on, the hidden product
+of a step is one dense cuBLAS product too (:attr:`StepConfig.dense_h`). On a GPU the launches of
+a sequence (or of one streaming step) are captured once in a CUDA graph and replayed, since
+per-launch host overhead would otherwise dominate a step of a few microseconds.
+
+Vocabulary, the same across the GPU code: a *backend* (``reference``, ``cpu``, ``triton``,
+``fused``) is what ``backend=`` names; each product side of a step is *dense* (one GEMM/GEMV over
+all columns) or *sparse* (only the columns sent): ``x_mode`` for the input side,
+``StepConfig.dense_h`` for the hidden side; the fused training backend's recurrence runs as
+``impl="triton"`` (these kernels) or ``impl="torch"`` (its PyTorch twin).
 
 Weights: float32, float16 or bfloat16; products accumulate in float32, state is kept in float32
 inside the kernels. No gradients: training uses :mod:`deltarnn.ops.triton_train`.
@@ -51,7 +58,7 @@ from .triton_common import (
 NAME = "triton"
 
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-X_MODES = ("gemm", "sparse")
+X_MODES = ("dense", "sparse")
 # Runs (buffers and CUDA graph) kept per packed weights, one per (batch, steps, mode, count...):
 # enough for every power-of-two segment length of one shape (see ``triton_common.segments``).
 MAX_CACHED_RUNS = 12
@@ -79,7 +86,10 @@ class StepConfig:
         block_b: batch rows per program. block_h: hidden units per program (of every gate).
         block_k: active columns per loop iteration. use_dot: ``tl.dot`` (needs block_b >= 16 on a
         GPU) or a broadcast multiply-reduce (1-4 rows). block_c: columns per iteration of the
-        one-program compaction kernel. num_warps: warps per program.
+        one-program compaction kernel. num_warps: warps per program. dense_h: the hidden
+        product of a step as one dense cuBLAS product ``Δh W_hh^T`` (then the step kernel only
+        adds it), instead of the sparse-column loop: for large batches, whose union of active
+        columns is most of the columns anyway.
     """
 
     block_b: int
@@ -88,15 +98,25 @@ class StepConfig:
     use_dot: bool
     block_c: int = 512
     num_warps: int = 4
+    dense_h: bool = False
+
+
+# From this batch on, the hidden product is dense (cuBLAS): with independent samples the union
+# of their active columns is 1 - (1 - o)^B of all of them, e.g. 97 % at B = 32 and o = 10 %, so
+# reading only the union saves little and the sparse loop is slower than cuBLAS on the same bytes.
+DENSE_H_BATCH = 32
 
 
 def step_config(batch: int, hidden: int) -> StepConfig:
-    """Default block sizes: enough unit blocks to cover the GPU, weight rows of >= 64 bytes."""
+    """Default block sizes: enough programs to cover the GPU, weight rows of >= 64 bytes."""
     block_h = 16 if hidden <= 2048 else 32
     if batch <= 4:
         block_b = next_pow2(batch)
         # Keep the (block_b, block_k, block_h) broadcast product at 2048 elements.
         return StepConfig(block_b, block_h, max(16, 2048 // (block_b * block_h)), False)
+    if batch >= DENSE_H_BATCH:
+        # Batch blocks of 16 (tl.dot's minimum): 4x the programs of a block of 64 at B = 64.
+        return StepConfig(16, 32, 32, True, dense_h=True)
     return StepConfig(min(64, max(16, next_pow2(batch))), 32, 32, True)
 
 
@@ -137,6 +157,25 @@ class TritonPacked:
         self.w_ih_t = weight_ih.detach().t().contiguous()
         self.w_hh_t = weight_hh.detach().t().contiguous()
         self.runs: OrderedDict[tuple, _SequenceRun] = OrderedDict()
+        self._f32: dict[str, Tensor] = {}
+
+    # The dense products (cuBLAS) run in float32 whatever the weights' dtype, so that the deltas
+    # and products reach the float32 memories unrounded: half weights are widened once, on
+    # first use.
+    @property
+    def w_ih_t_f32(self) -> Tensor:
+        return self._widened("ih", self.w_ih_t)
+
+    @property
+    def w_hh_t_f32(self) -> Tensor:
+        return self._widened("hh", self.w_hh_t)
+
+    def _widened(self, name: str, weight: Tensor) -> Tensor:
+        if weight.dtype == torch.float32:
+            return weight
+        if name not in self._f32:
+            self._f32[name] = weight.float()
+        return self._f32[name]
 
     @property
     def kind(self) -> str:
@@ -173,17 +212,20 @@ def _launch_prepare(k, cfg, x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, enco
 
 def _launch_step(
     k, cfg, packed, precision, *, dx, idx_x, gx, dh, idx_h, n, m, h, c, out, hhat_in, hhat_out,
-    theta_h, dh_next, flags_h, encode_next,
+    theta_h, dh_next, flags_h, encode_next, ghh=None,
 ):  # fmt: skip
     batch, hidden = h.shape
+    if cfg.dense_h:
+        torch.matmul(dh, packed.w_hh_t_f32, out=ghh)
     grid = (triton.cdiv(hidden, cfg.block_h), triton.cdiv(batch, cfg.block_b))
     k.delta_step_kernel[grid](
         packed.w_ih_t, dx, idx_x, h if gx is None else gx,
-        packed.w_hh_t, dh, idx_h, n,
+        packed.w_hh_t, dh, h if ghh is None else ghh, idx_h, n,
         m, h, h if c is None else c, h if out is None else out,
         hhat_in, hhat_out, theta_h, dh_next, flags_h,
         batch, packed.inputs, hidden, int(encode_next),
-        LSTM=packed.gates == 4, X_SPARSE=gx is None, STORE_OUT=out is not None,
+        LSTM=packed.gates == 4, X_SPARSE=gx is None, H_SPARSE=not cfg.dense_h,
+        STORE_OUT=out is not None,
         USE_DOT=cfg.use_dot, PRECISION=precision,
         BLOCK_B=cfg.block_b, BLOCK_H=cfg.block_h, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps,
@@ -236,9 +278,9 @@ class _SequenceRun:
         self.hhat, self.m = zeros(2, batch, hidden), zeros(batch, 4 * hidden)
         # Deltas: a two-slot ring, or one slot per step when the sends are counted.
         self.dh = zeros(steps + 1 if count else 2, batch, hidden)
-        self.dx = zeros(steps if count or x_mode == "gemm" else 1, batch, inputs)
-        self.gx = zeros(steps, batch, gates * hidden) if x_mode == "gemm" else None
-        self.w_ih_t_f32 = packed.w_ih_t.float() if x_mode == "gemm" else None
+        self.dx = zeros(steps if count or x_mode == "dense" else 1, batch, inputs)
+        self.gx = zeros(steps, batch, gates * hidden) if x_mode == "dense" else None
+        self.ghh = zeros(batch, gates * hidden) if config.dense_h else None
         self.flags = zeros(hidden, dtype=i32)
         self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
         self.n = zeros(2, dtype=i32)
@@ -269,19 +311,18 @@ class _SequenceRun:
             launch_scan(k, self.x, self.xhat, self.theta_x, self.dx, None)
             dx2 = self.dx.view(-1, packed.inputs)
             gx2 = self.gx.view(-1, packed.gates * packed.hidden)
-            # In float32 whatever the weights: the deltas and the products reach the float32
-            # memories unrounded (half weights are widened once per run, see __init__).
-            torch.matmul(dx2, self.w_ih_t_f32, out=gx2)
+            torch.matmul(dx2, packed.w_ih_t_f32, out=gx2)
         # Δh of the first step: h0 against ĥ0.
         _launch_encode(k, self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags)
         ring = self.dh.shape[0]
         for t in range(steps):
             sparse_x = self.gx is None
             dx = self.dx[t if self.dx.shape[0] > 1 else 0]
-            _launch_prepare(
-                k, cfg, self.x[t], self.xhat, self.theta_x, dx, self.idx_x, self.flags,
-                self.idx_h, self.n, sparse_x,
-            )  # fmt: skip
+            if sparse_x or not cfg.dense_h:  # else there is no list of columns to build
+                _launch_prepare(
+                    k, cfg, self.x[t], self.xhat, self.theta_x, dx, self.idx_x, self.flags,
+                    self.idx_h, self.n, sparse_x,
+                )  # fmt: skip
             _launch_step(
                 k, cfg, packed, self.precision,
                 dx=dx, idx_x=self.idx_x, gx=None if sparse_x else self.gx[t],
@@ -289,7 +330,7 @@ class _SequenceRun:
                 m=self.m, h=self.h, c=self.c if lstm else None, out=self.out[t],
                 hhat_in=self.hhat[t % 2], hhat_out=self.hhat[(t + 1) % 2],
                 theta_h=self.theta_h, dh_next=self.dh[(t + 1) % ring], flags_h=self.flags,
-                encode_next=t + 1 < steps,
+                encode_next=t + 1 < steps, ghh=self.ghh,
             )  # fmt: skip
 
     def run(self) -> None:
@@ -339,7 +380,7 @@ def run_sequence(
     theta_h: Tensor,
     *,
     count: bool = False,
-    x_mode: str = "gemm",
+    x_mode: str = "dense",
     use_graph: bool | None = None,
     config: StepConfig | None = None,
 ) -> tuple[Tensor, DeltaGRUState | DeltaLSTMState, DeltaCounts | None]:
@@ -349,7 +390,7 @@ def run_sequence(
         x: (T, B, I). state: the layer's state before the first step.
         packed: :func:`pack` of the layer's weights. theta_x (I,), theta_h (H,): thresholds.
         count: also return :class:`DeltaCounts`.
-        x_mode: ``"gemm"``: input deltas of all steps by one scan kernel, then one product over
+        x_mode: ``"dense"``: input deltas of all steps by one scan kernel, then one product over
             time (as the spec computes it); ``"sparse"``: per step, reading only the input
             columns sent.
         use_graph: capture and replay a CUDA graph (default: on CUDA devices).
@@ -479,6 +520,7 @@ class TritonStreamer:
         self.flags = zeros(hidden, dtype=i32)
         self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
         self.n = zeros(2, dtype=i32)
+        self.ghh = zeros(batch, packed.gates * hidden) if self.config.dense_h else None
         self.parity = 0
         self.graphs: list[torch.cuda.CUDAGraph] | None = None
         self.reset(state)
@@ -515,7 +557,7 @@ class TritonStreamer:
             dx=self.dx, idx_x=self.idx_x, gx=None, dh=self.dh[parity], idx_h=self.idx_h, n=self.n,
             m=self.m, h=self.h, c=self.c if self.packed.gates == 4 else None, out=None,
             hhat_in=self.hhat[parity], hhat_out=self.hhat[1 - parity], theta_h=self.theta_h,
-            dh_next=self.dh[1 - parity], flags_h=self.flags, encode_next=True,
+            dh_next=self.dh[1 - parity], flags_h=self.flags, encode_next=True, ghh=self.ghh,
         )  # fmt: skip
 
     def _capture(self, state) -> None:
