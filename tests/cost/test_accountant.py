@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from tests.nn.test_thresholds import grid_input
 from tests.step_by_step import delta_rnn
 
 import deltarnn
@@ -14,7 +13,7 @@ from deltarnn.cost import layer_step_cost, matvec_cost
 
 
 @pytest.mark.parametrize("kind,gates", [("GRU", 3), ("LSTM", 4)])
-def test_delta_macs_equal_macs_implied_by_masks(kind, gates):
+def test_delta_macs_equal_macs_implied_by_masks(kind, gates, grid_input):
     torch.manual_seed(0)
     module = getattr(deltarnn, f"Delta{kind}")(
         5, 7, theta_x=3 / 16, theta_h=0.05, dtype=torch.float64

@@ -21,10 +21,7 @@ from deltarnn.data.features import (
 )
 from deltarnn.errors import ConfigError, ShapeError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DELTARNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _tone(freq: float, seconds: float, rate: int = 8000, amp: float = 0.3) -> np.ndarray:

@@ -15,10 +15,7 @@ from deltarnn.data.errors import DataIntegrityError, DataNotFoundError, Download
 from deltarnn.data.features import FeatureNormalizer
 from deltarnn.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DELTARNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

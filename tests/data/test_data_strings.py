@@ -21,10 +21,7 @@ from deltarnn.data.digit_strings import (
 )
 from deltarnn.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DELTARNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture

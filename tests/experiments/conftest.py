@@ -31,3 +31,13 @@ def speech():
 def steering():
     """``experiments/steering/steering.py``."""
     return _load("experiments/steering/steering.py", "experiment_steering")
+
+
+# The smallest training every experiment test runs: one epoch per stage, eight units.
+TINY = {"hidden_size": 8, "batch_size": 4, "dense_epochs": 1, "retrain_epochs": 1}
+
+
+@pytest.fixture
+def tiny():
+    """Config fields of a tiny run, shared by the experiment scripts."""
+    return dict(TINY)

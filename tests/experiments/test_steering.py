@@ -16,10 +16,7 @@ from deltarnn.data import steering as data_steering
 from deltarnn.errors import ConfigError
 from deltarnn.train import RMSE, evaluate
 
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DELTARNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture
@@ -107,21 +104,11 @@ def test_config_validation(steering):
         st.SteeringConfig(train_fraction=1.0).validate()
 
 
-def test_tiny_end_to_end(steering, sim_root, tmp_path):
+def test_tiny_end_to_end(steering, sim_root, tmp_path, tiny):
     st = steering
+    frames = {"height": 24, "width": 48, "seq_len": 8, "feature_seq_len": 8, "features": 8}
     cfg = st.SteeringConfig(
-        root=str(sim_root),
-        height=24,
-        width=48,
-        seq_len=8,
-        feature_seq_len=8,
-        features=8,
-        hidden_size=8,
-        batch_size=4,
-        dense_epochs=1,
-        retrain_epochs=1,
-        thetas=[0.3],
-        retrain_thetas=[0.3],
+        root=str(sim_root), thetas=[0.3], retrain_thetas=[0.3], **frames, **tiny
     )
     results = tmp_path / "out" / "results.json"
     summary = st.run_experiment(cfg, tmp_path / "run", results)

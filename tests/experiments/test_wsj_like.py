@@ -15,10 +15,7 @@ from deltarnn.data import asterisk as ast
 from deltarnn.errors import ConfigError, RunFolderError
 from deltarnn.train import read_rows
 
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DELTARNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _tone(freq: float, n: int, rate: int = 8000) -> np.ndarray:
@@ -78,18 +75,15 @@ def _check_rows(rows, task, metric):
     assert rows[1].mac_reduction > rows[0].mac_reduction >= 1
 
 
-def test_tiny_strings_end_to_end(speech, fsdd_root, tmp_path):
+def test_tiny_strings_end_to_end(speech, fsdd_root, tmp_path, tiny):
     cfg = speech.SpeechConfig(
         task="strings",
         root=str(fsdd_root),
         num_strings=8,
         max_digits=2,
-        hidden_size=8,
-        batch_size=4,
-        dense_epochs=1,
-        retrain_epochs=1,
         align_epochs=1,
         thetas=[0.5],
+        **tiny,
     )
     results = tmp_path / "results.json"
     rows = speech.run_experiment(cfg, tmp_path / "run", results)
@@ -109,20 +103,16 @@ def test_tiny_strings_end_to_end(speech, fsdd_root, tmp_path):
     assert "| delta_l1 | 0.5 |" in table.read_text() and "<svg" in plot.read_text()
 
 
-def test_tiny_asterisk_end_to_end(speech, asterisk_root, tmp_path):
+def test_tiny_asterisk_end_to_end(speech, asterisk_root, tmp_path, tiny):
     cfg = speech.SpeechConfig(
         task="asterisk",
         root=str(asterisk_root),
         test_fraction=0.3,
-        hop_ms=20.0,
-        win_ms=30.0,
-        hidden_size=8,
-        batch_size=4,
-        dense_epochs=1,
-        retrain_epochs=1,
-        thetas=[0.5],
         val_fraction=0.3,
+        thetas=[0.5],
+        **tiny,
     )
+    cfg = dataclasses.replace(cfg, hop_ms=20.0, win_ms=30.0)
     rows = speech.run_experiment(cfg, tmp_path / "run", tmp_path / "results.json")
     _check_rows(rows, "asterisk", "cer")
     # with a validation split: every row has its validation error, every epoch its record

@@ -10,17 +10,9 @@ import deltarnn
 from deltarnn.ops import available_backends
 
 
-def grid_input(steps, batch, features, seed):
-    """Values on a k/8 grid that move by whole grid steps: |Δ| is never near a 3/16 threshold."""
-    g = torch.Generator().manual_seed(seed)
-    moves = torch.randint(-2, 3, (steps, batch, features), generator=g).double() / 8
-    moves[torch.rand(steps, batch, features, generator=g) < 0.5] = 0
-    return torch.cumsum(moves, dim=0)
-
-
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])
 @pytest.mark.parametrize("theta_h", [0.0, 0.05])
-def test_matches_step_by_step_implementation(kind, theta_h):
+def test_matches_step_by_step_implementation(kind, theta_h, grid_input):
     torch.manual_seed(0)
     module = getattr(deltarnn, f"Delta{kind}")(
         5, 7, theta_x=3 / 16, theta_h=theta_h, dtype=torch.float64
@@ -38,7 +30,7 @@ def test_matches_step_by_step_implementation(kind, theta_h):
     assert 0.1 < sent_x.mean() < 0.9
 
 
-def test_per_feature_and_per_layer_thresholds():
+def test_per_feature_and_per_layer_thresholds(grid_input):
     torch.manual_seed(1)
     theta_x0 = torch.tensor([0.0, 3 / 16, 5 / 16, 100.0])
     module = deltarnn.DeltaGRU(
@@ -56,7 +48,7 @@ def test_per_feature_and_per_layer_thresholds():
 
 
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-def test_chunked_stream_equals_one_pass(kind):
+def test_chunked_stream_equals_one_pass(kind, grid_input):
     torch.manual_seed(2)
     module = getattr(deltarnn, f"Delta{kind}")(
         5, 6, 2, theta_x=3 / 16, theta_h=0.05, dtype=torch.float64
@@ -75,7 +67,7 @@ def test_chunked_stream_equals_one_pass(kind):
 
 
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-def test_cell_stepped_equals_sequence_module(kind):
+def test_cell_stepped_equals_sequence_module(kind, grid_input):
     torch.manual_seed(3)
     seq = getattr(deltarnn, f"Delta{kind}")(5, 6, theta_x=3 / 16, theta_h=0.05, dtype=torch.float64)
     cell = getattr(deltarnn, f"Delta{kind}Cell")(

@@ -34,6 +34,17 @@ def sequences(n: int, seed: int, features: int = 5, classes: int = 3) -> Feature
     return FeatureSequenceDataset(feats, targets)
 
 
+@pytest.fixture(scope="module")
+def fsdd():
+    """Skip unless the FSDD recordings are found (``$DELTARNN_DATA``)."""
+    from deltarnn.data import DataNotFoundError, list_recordings
+
+    try:
+        list_recordings()
+    except DataNotFoundError:
+        pytest.skip("FSDD not found (set DELTARNN_DATA)")
+
+
 @pytest.fixture
 def sequence_data():
     """``sequence_data(val=False)``: a :class:`~deltarnn.train.Data` of 48 train / 16 test

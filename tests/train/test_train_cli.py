@@ -47,16 +47,6 @@ def test_subcommands_are_registered():
         parser.parse_args(["train"])  # --out is required
 
 
-@pytest.fixture(scope="module")
-def fsdd():
-    from deltarnn.data import DataNotFoundError, list_recordings
-
-    try:
-        list_recordings()
-    except DataNotFoundError:
-        pytest.skip("FSDD not found (set DELTARNN_DATA)")
-
-
 def test_train_eval_sweep_end_to_end(tmp_path, fsdd, capsys):
     tiny = [
         "--set", "model.hidden_size=8", "--set", "model.num_layers=1",

@@ -22,16 +22,6 @@ def tiny(**overrides) -> TrainConfig:
     return cfg.with_overrides([f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-@pytest.fixture(scope="module")
-def fsdd():
-    from deltarnn.data import DataNotFoundError, list_recordings
-
-    try:
-        list_recordings()
-    except DataNotFoundError:
-        pytest.skip("FSDD not found (set DELTARNN_DATA)")
-
-
 def test_config_round_trip_json_and_toml(tmp_path):
     cfg = TrainConfig().with_overrides(
         ["model.theta_x=[0.1, 0.2]", "method.delta=true", "data.split=take", "epochs=3"]
