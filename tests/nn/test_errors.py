@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,47 @@ def test_conversion_errors():
         deltarnn.from_torch(torch.nn.RNN(3, 4))
     with pytest.raises(ConfigError, match="DeltaGRU"):
         deltarnn.to_torch(torch.nn.GRU(3, 4))
+
+
+@pytest.mark.parametrize(
+    "theta", [np.float32(0.25), np.float64(0.25), np.int64(0), torch.tensor(0.25, dtype=torch.half)]
+)
+def test_numpy_and_torch_real_scalar_thresholds_accepted(theta):
+    model = deltarnn.DeltaGRU(4, 6, theta_x=theta, theta_h=theta)
+    assert float(model.theta_x_l0) == float(theta)
+    assert model.theta_h_l0.dtype == model.weight_ih_l0.dtype
+
+
+@pytest.mark.parametrize("theta", [True, np.bool_(False)])
+def test_bool_threshold_rejected(theta):
+    with pytest.raises(ThresholdError, match="theta_x must be a float or a tensor, got a bool"):
+        deltarnn.DeltaGRU(4, 6, theta_x=theta)
+
+
+def test_threshold_requiring_grad_is_an_error_not_detached():
+    theta = torch.tensor(0.1, requires_grad=True)
+    with pytest.raises(
+        ThresholdError, match="theta_h has requires_grad=True.*LearnableDeltaEncoder"
+    ):
+        deltarnn.DeltaGRU(4, 6, theta_h=theta)
+    deltarnn.DeltaGRU(4, 6, theta_h=theta.detach())  # the fix the message names
+
+
+def test_meta_threshold_rejected():
+    with pytest.raises(ThresholdError, match="theta_x is a meta tensor"):
+        deltarnn.DeltaGRU(4, 6, theta_x=torch.empty(4, device="meta"))
+
+
+def test_threshold_overflowing_float32_rejected():
+    with pytest.raises(ThresholdError, match=r"theta_x \(1e\+308\) overflows torch.float32"):
+        deltarnn.DeltaGRU(4, 6, theta_x=1e308)
+    big = torch.tensor([0.0, 1e300, 0.0, 0.0], dtype=torch.float64)
+    with pytest.raises(ThresholdError, match=r"\[1\] = 1e\+300\) overflows torch.float32"):
+        deltarnn.DeltaGRU(4, 6, theta_x=big)
+    model = deltarnn.DeltaGRU(4, 6, theta_x=1e308, dtype=torch.float64)  # finite in float64
+    assert float(model.theta_x_l0) == 1e308
+
+
+def test_bad_threshold_tensor_names_the_entry():
+    with pytest.raises(ThresholdError, match=r"theta_x must be finite and >= 0.*\[2\] = -0.5"):
+        deltarnn.DeltaGRU(4, 6, theta_x=torch.tensor([0.1, 0.1, -0.5, 0.1]))

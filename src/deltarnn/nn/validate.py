@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,15 +35,40 @@ def check_sizes(
 
 
 def threshold_tensor(value: ThetaLike, name: str, features: int, like: Tensor) -> Tensor:
-    """A threshold as a tensor of shape () or (features,), checked to be finite and >= 0."""
-    if isinstance(value, bool):
-        raise ThresholdError(f"{name} must be a float or a tensor, got a bool")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
+    """A threshold as a tensor of shape () or (features,) in ``like``'s dtype and device.
+
+    Any real scalar (Python, NumPy or a 0-d tensor) or a 1-D floating tensor is taken; it must be
+    finite and >= 0, and stay finite in ``like``'s dtype (1e308 overflows float32).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ThresholdError(f"{name} must be a float or a tensor, got a bool ({value!r})")
+    if isinstance(value, numbers.Real):  # float, int, np.float32, np.int64, ...
+        number = float(value)
+        if not math.isfinite(number) or number < 0:
             raise ThresholdError(f"{name} must be finite and >= 0, got {value!r}")
-        return torch.tensor(float(value), dtype=like.dtype, device=like.device)
-    if not isinstance(value, Tensor):
+        tensor = torch.tensor(number, dtype=like.dtype, device=like.device)
+    elif isinstance(value, Tensor):
+        tensor = _threshold_from_tensor(value, name, features, like)
+    else:
         raise ThresholdError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ThresholdError(
+            f"{name} ({_describe(value)}) overflows {like.dtype} (largest finite value "
+            f"{torch.finfo(like.dtype).max:.3g})"
+        )
+    return tensor
+
+
+def _threshold_from_tensor(value: Tensor, name: str, features: int, like: Tensor) -> Tensor:
+    if value.requires_grad:
+        raise ThresholdError(
+            f"{name} has requires_grad=True, but a module's thresholds are fixed buffers: the "
+            "send decision |Δ| > Θ has no gradient with respect to Θ. Pass theta.detach() to "
+            "use the value, or learn thresholds with deltarnn.train.LearnableDeltaEncoder "
+            "(method.learnable_theta = true in a training config)"
+        )
+    if value.is_meta:
+        raise ThresholdError(f"{name} is a meta tensor (no values); give a threshold with values")
     if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != features):
         raise ThresholdError(
             f"{name} must be a scalar or of shape ({features},), got shape {tuple(value.shape)}"
@@ -49,8 +76,21 @@ def threshold_tensor(value: ThetaLike, name: str, features: int, like: Tensor) -
     if not value.is_floating_point():
         raise ThresholdError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
-        raise ThresholdError(f"{name} must be finite and >= 0 everywhere")
+        raise ThresholdError(f"{name} must be finite and >= 0 everywhere, got {_describe(value)}")
     return value.detach().to(dtype=like.dtype, device=like.device).clone()
+
+
+def _describe(value: ThetaLike) -> str:
+    """A short rendering of a threshold for a message: the value, or a tensor's bad entries."""
+    if not isinstance(value, Tensor):
+        return repr(value)
+    if value.dim() == 0:
+        return repr(value.item())
+    bad = (~torch.isfinite(value)) | (value < 0)
+    if not bool(bad.any()):  # finite and >= 0, too large for the target dtype
+        bad = value.abs() == value.abs().max()
+    index = int(bad.nonzero()[0, 0])
+    return f"a tensor with [{index}] = {value[index].item()!r}"
 
 
 def per_layer(value: ThetaArg, name: str, num_layers: int) -> list[ThetaLike]:
