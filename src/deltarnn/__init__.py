@@ -10,6 +10,7 @@ from . import functional
 from .cost import CostReport, measure
 from .errors import (
     BackendError,
+    CheckpointError,
     ConfigError,
     DeltaRNNError,
     DeviceError,
@@ -32,6 +33,7 @@ from .nn import (
 
 __all__ = [
     "BackendError",
+    "CheckpointError",
     "CostReport",
     "ConfigError",
     "DTypeError",

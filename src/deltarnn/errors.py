@@ -33,3 +33,8 @@ class BackendError(DeltaRNNError, RuntimeError):
 
 class RunFolderError(DeltaRNNError, RuntimeError):
     """A run folder or checkpoint is incomplete, corrupt, or belongs to another config."""
+
+
+class CheckpointError(DeltaRNNError, RuntimeError):
+    """Saved weights do not fit the module or cannot be read: missing or unexpected keys, a wrong
+    shape or a non-float dtype, a corrupt or truncated file (the message names the file)."""

@@ -11,6 +11,7 @@ import torch
 import deltarnn
 from deltarnn.errors import (
     BackendError,
+    CheckpointError,
     ConfigError,
     DeviceError,
     DTypeError,
@@ -158,7 +159,7 @@ def test_numpy_and_torch_real_scalar_thresholds_accepted(theta):
 
 @pytest.mark.parametrize("theta", [True, np.bool_(False)])
 def test_bool_threshold_rejected(theta):
-    with pytest.raises(ThresholdError, match="theta_x must be a float or a tensor, got a bool"):
+    with pytest.raises(ThresholdError, match="theta_x must be a float or a tensor, got .*bool"):
         deltarnn.DeltaGRU(4, 6, theta_x=theta)
 
 
@@ -189,3 +190,98 @@ def test_threshold_overflowing_float32_rejected():
 def test_bad_threshold_tensor_names_the_entry():
     with pytest.raises(ThresholdError, match=r"theta_x must be finite and >= 0.*\[2\] = -0.5"):
         deltarnn.DeltaGRU(4, 6, theta_x=torch.tensor([0.1, 0.1, -0.5, 0.1]))
+
+
+def test_unknown_backend_rejected_at_construction():
+    with pytest.raises(BackendError, match="backend must be one of 'auto'.*got 'bogus'"):
+        deltarnn.DeltaGRU(4, 6, backend="bogus")
+    with pytest.raises(BackendError, match="backend must be a string, got int"):
+        deltarnn.DeltaLSTMCell(4, 6, backend=1)
+
+
+def test_cpu_backend_in_grad_mode_says_how_to_fix_it():
+    pytest.importorskip("numba")
+    model = deltarnn.DeltaGRU(4, 6, backend="cpu")
+    x = torch.randn(3, 1, 4)
+    with pytest.raises(BackendError, match=r"torch.no_grad\(\).*requires_grad_\(False\)"):
+        model(x)
+    with torch.no_grad():
+        model(x)
+    model.requires_grad_(False)
+    model(x)
+
+
+def test_mixed_dtype_parameters_named():
+    model = deltarnn.DeltaGRU(4, 6)
+    model.weight_hh_l0.data = model.weight_hh_l0.data.double()
+    with pytest.raises(DTypeError, match="weight_hh_l0 has dtype torch.float64 but weight_ih_l0"):
+        model(torch.randn(3, 1, 4))
+
+
+def _two_layer_state_dict():
+    return deltarnn.DeltaGRU(4, 6, num_layers=2, theta_x=0.1, theta_h=0.2).state_dict()
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("theta_x_l0", torch.tensor(math.nan), "theta_x_l0 must be finite and >= 0.*nan"),
+        ("theta_h_l1", torch.tensor(-0.5), "theta_h_l1 must be finite and >= 0.*-0.5"),
+        ("theta_h_l1", torch.zeros(5), r"theta_h_l1 must be a scalar or of shape \(6,\)"),
+        ("theta_x_l1", torch.ones(6, dtype=torch.int32), "theta_x_l1 must be a floating-point"),
+    ],
+)
+def test_bad_thresholds_in_state_dict_rejected(key, value, match):
+    state = _two_layer_state_dict()
+    state[key] = value
+    model = deltarnn.DeltaGRU(4, 6, num_layers=2)
+    with pytest.raises(ThresholdError, match=match):
+        model.load_state_dict(state)
+    with pytest.raises(ThresholdError, match=match):  # strict=False checks values too
+        model.load_state_dict(state, strict=False)
+
+
+def test_bad_thresholds_in_safetensors_file_rejected(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    state = _two_layer_state_dict()
+    state["theta_h_l0"] = torch.tensor(math.nan)
+    safetensors.save_file(state, str(tmp_path / "model.safetensors"))
+    model = deltarnn.DeltaGRU(4, 6, num_layers=2)
+    with pytest.raises(ThresholdError, match="theta_h_l0"):
+        model.load_state_dict(safetensors.load_file(str(tmp_path / "model.safetensors")))
+
+
+def test_per_feature_thresholds_load_into_scalar_ones():
+    state = _two_layer_state_dict()
+    state["theta_h_l1"] = torch.linspace(0.1, 0.6, 6)
+    model = deltarnn.DeltaGRU(4, 6, num_layers=2)  # scalar thresholds
+    model.load_state_dict(state)
+    assert torch.equal(model.theta_h_l1, torch.linspace(0.1, 0.6, 6))
+    assert torch.equal(model.thresholds(1)[1], torch.linspace(0.1, 0.6, 6))
+
+
+def test_int_weights_in_state_dict_rejected_not_cast():
+    state = _two_layer_state_dict()
+    state["weight_hh_l1"] = state["weight_hh_l1"].to(torch.int32)
+    with pytest.raises(CheckpointError, match="weight_hh_l1 has dtype torch.int32"):
+        deltarnn.DeltaGRU(4, 6, num_layers=2).load_state_dict(state)
+
+
+def test_wrong_weight_shape_in_state_dict_named():
+    state = _two_layer_state_dict()
+    with pytest.raises(
+        CheckpointError, match=r"size mismatch for weight_ih_l0: shape \(18, 4\).*needs \(18, 5\)"
+    ):
+        deltarnn.DeltaGRU(5, 6, num_layers=2).load_state_dict(state)
+
+
+def test_missing_and_extra_state_dict_keys_listed():
+    state = _two_layer_state_dict()
+    with pytest.raises(CheckpointError, match=r"unexpected keys \['weight_ih_l1'"):
+        deltarnn.DeltaGRU(4, 6).load_state_dict(state)
+    with pytest.raises(CheckpointError, match=r"missing keys \['weight_ih_l2'"):
+        deltarnn.DeltaGRU(4, 6, num_layers=3).load_state_dict(state)
+    result = deltarnn.DeltaGRU(4, 6).load_state_dict(state, strict=False)
+    assert "weight_ih_l1" in result.unexpected_keys
+    # a torch state_dict (no thresholds) still loads strictly
+    deltarnn.DeltaGRU(4, 6, num_layers=2).load_state_dict(torch.nn.GRU(4, 6, 2).state_dict())

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .checks import check_layer_args
 from .delta_encode import delta_encode, delta_step
 from .state import DeltaCounts, DeltaGRUState, DeltaLSTMState
 
@@ -123,6 +124,7 @@ def delta_gru(
         ``(output, state, counts)``: h_t for every step (T, B, H), the state after the last step,
         and :class:`DeltaCounts` when ``count`` is set (else ``None``).
     """
+    check_layer_args(x, state, weight_ih, weight_hh, theta_x, theta_h, gates=3)
     hidden = weight_hh.shape[1]
     delta_x, x_hat = delta_encode(x, theta_x, state.x_hat)
     # The input side for all steps in one product; the recurrence still adds it step by step.
@@ -184,6 +186,7 @@ def delta_lstm(
     Returns:
         ``(output, state, counts)`` as for :func:`delta_gru`.
     """
+    check_layer_args(x, state, weight_ih, weight_hh, theta_x, theta_h, gates=4)
     hidden = weight_hh.shape[1]
     delta_x, x_hat = delta_encode(x, theta_x, state.x_hat)
     gx = delta_x @ weight_ih.t()

@@ -60,6 +60,7 @@ class _DeltaRNNBase(nn.Module):
                 f"proj_size must be 0 (projections are not supported), got {proj_size!r}"
             )
         V.check_sizes(input_size, hidden_size, num_layers, dropout)
+        V.check_backend(backend)
         if not isinstance(batch_first, bool) or not isinstance(bias, bool):
             raise ConfigError("batch_first and bias must be bools")
         self.input_size = input_size
@@ -129,13 +130,15 @@ class _DeltaRNNBase(nn.Module):
             for k, value in enumerate(V.per_layer(arg, f"theta_{kind}", self.num_layers)):
                 features = self.layer_sizes(k)[0 if kind == "x" else 1]
                 tensor = V.threshold_tensor(value, f"theta_{kind}", features, like)
-                name = f"theta_{kind}_l{k}"
-                current = getattr(self, name, None)
-                if isinstance(current, nn.Parameter):
-                    with torch.no_grad():  # learnable thresholds stay parameters
-                        current.copy_(tensor.expand_as(current))
-                else:
-                    self.register_buffer(name, tensor)
+                self._store_threshold(f"theta_{kind}_l{k}", tensor)
+
+    def _store_threshold(self, name: str, tensor: Tensor) -> None:
+        current = getattr(self, name, None)
+        if isinstance(current, nn.Parameter):
+            with torch.no_grad():  # learnable thresholds stay parameters
+                current.copy_(tensor.expand_as(current))
+        else:
+            self.register_buffer(name, tensor)
 
     def set_transforms(
         self, x_transform: LayerTransform | None = None, h_transform: LayerTransform | None = None
@@ -170,6 +173,9 @@ class _DeltaRNNBase(nn.Module):
     ):
         # A torch.nn.GRU/LSTM state_dict has no thresholds: it loads as is and keeps the module's.
         # A state_dict with only some thresholds is still reported as missing keys.
+        # Thresholds are validated and take the checkpoint's shape (scalar or per feature).
+        for name, tensor in V.checked_thresholds(self, state_dict, prefix).items():
+            self._store_threshold(name, tensor)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -178,6 +184,14 @@ class _DeltaRNNBase(nn.Module):
         ]
         if not any(key in state_dict for key in theta_keys):
             missing_keys[:] = [key for key in missing_keys if key not in theta_keys]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``torch.nn.Module.load_state_dict``; a strict load with missing or unexpected keys
+        raises :class:`~deltarnn.errors.CheckpointError` listing them."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        if strict:
+            V.check_state_dict_keys(self, result.missing_keys, result.unexpected_keys)
+        return result
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -262,6 +276,7 @@ class _DeltaRNNBase(nn.Module):
         self, x: Tensor, state: DeltaRNNState, count: bool
     ) -> tuple[Tensor, DeltaRNNState, list[DeltaCounts] | None]:
         """All layers over x (T, B, I) from ``state``; the core every public entry point calls."""
+        V.check_parameters(self)
         backend = self._choose_backend(x)
         self.last_backend = backend.NAME
         run_layer = backend.gru if self.mode == "GRU" else backend.lstm

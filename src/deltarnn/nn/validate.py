@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, DeviceError, DTypeError, ShapeError, ThresholdError
+from ..errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    ThresholdError,
+)
+from ..functional.checks import check_threshold, describe_threshold
+from ..ops import check_backend_name
 
 ThetaLike = float | int | Tensor
 ThetaArg = ThetaLike | Sequence[ThetaLike]
@@ -24,8 +32,7 @@ def check_sizes(
         ("hidden_size", hidden_size),
         ("num_layers", num_layers),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(value, name)
     if (
         isinstance(dropout, bool)
         or not isinstance(dropout, (int, float))
@@ -34,63 +41,36 @@ def check_sizes(
         raise ConfigError(f"dropout must be a number in [0, 1], got {dropout!r}")
 
 
+def check_positive_int(value: object, name: str) -> None:
+    """An int > 0 (NumPy's integers too; a bool is not a size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+
+
 def threshold_tensor(value: ThetaLike, name: str, features: int, like: Tensor) -> Tensor:
     """A threshold as a tensor of shape () or (features,) in ``like``'s dtype and device.
 
     Any real scalar (Python, NumPy or a 0-d tensor) or a 1-D floating tensor is taken; it must be
     finite and >= 0, and stay finite in ``like``'s dtype (1e308 overflows float32).
     """
-    if isinstance(value, (bool, np.bool_)):
-        raise ThresholdError(f"{name} must be a float or a tensor, got a bool ({value!r})")
-    if isinstance(value, numbers.Real):  # float, int, np.float32, np.int64, ...
-        number = float(value)
-        if not math.isfinite(number) or number < 0:
-            raise ThresholdError(f"{name} must be finite and >= 0, got {value!r}")
-        tensor = torch.tensor(number, dtype=like.dtype, device=like.device)
-    elif isinstance(value, Tensor):
-        tensor = _threshold_from_tensor(value, name, features, like)
-    else:
-        raise ThresholdError(f"{name} must be a float or a tensor, got {type(value).__name__}")
-    if not bool(torch.isfinite(tensor).all()):
-        raise ThresholdError(
-            f"{name} ({_describe(value)}) overflows {like.dtype} (largest finite value "
-            f"{torch.finfo(like.dtype).max:.3g})"
-        )
-    return tensor
-
-
-def _threshold_from_tensor(value: Tensor, name: str, features: int, like: Tensor) -> Tensor:
-    if value.requires_grad:
+    if isinstance(value, Tensor) and value.requires_grad:
         raise ThresholdError(
             f"{name} has requires_grad=True, but a module's thresholds are fixed buffers: the "
             "send decision |Δ| > Θ has no gradient with respect to Θ. Pass theta.detach() to "
             "use the value, or learn thresholds with deltarnn.train.LearnableDeltaEncoder "
             "(method.learnable_theta = true in a training config)"
         )
-    if value.is_meta:
-        raise ThresholdError(f"{name} is a meta tensor (no values); give a threshold with values")
-    if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != features):
+    check_threshold(value, name, features)
+    if isinstance(value, Tensor):
+        tensor = value.detach().to(dtype=like.dtype, device=like.device).clone()
+    else:
+        tensor = torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    if not bool(torch.isfinite(tensor).all()):
         raise ThresholdError(
-            f"{name} must be a scalar or of shape ({features},), got shape {tuple(value.shape)}"
+            f"{name} ({describe_threshold(value)}) overflows {like.dtype} (largest finite value "
+            f"{torch.finfo(like.dtype).max:.3g})"
         )
-    if not value.is_floating_point():
-        raise ThresholdError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-    if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
-        raise ThresholdError(f"{name} must be finite and >= 0 everywhere, got {_describe(value)}")
-    return value.detach().to(dtype=like.dtype, device=like.device).clone()
-
-
-def _describe(value: ThetaLike) -> str:
-    """A short rendering of a threshold for a message: the value, or a tensor's bad entries."""
-    if not isinstance(value, Tensor):
-        return repr(value)
-    if value.dim() == 0:
-        return repr(value.item())
-    bad = (~torch.isfinite(value)) | (value < 0)
-    if not bool(bad.any()):  # finite and >= 0, too large for the target dtype
-        bad = value.abs() == value.abs().max()
-    index = int(bad.nonzero()[0, 0])
-    return f"a tensor with [{index}] = {value[index].item()!r}"
+    return tensor
 
 
 def per_layer(value: ThetaArg, name: str, num_layers: int) -> list[ThetaLike]:
@@ -149,3 +129,77 @@ def check_shape(t: Tensor, name: str, expected: tuple[int, ...], param: Tensor) 
     if tuple(t.shape) != expected:
         raise ShapeError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
     check_like(t, name, param)
+
+
+def check_parameters(module: torch.nn.Module) -> None:
+    """All parameters and thresholds of a module share the first weight's dtype and device."""
+    named = list(module.named_parameters()) + [
+        (name, b) for name, b in module.named_buffers() if name.startswith("theta_")
+    ]
+    first_name, first = named[0]
+    for name, t in named[1:]:
+        if t.dtype != first.dtype:
+            raise DTypeError(
+                f"{name} has dtype {t.dtype} but {first_name} has {first.dtype}: a module's "
+                "parameters share one dtype (convert the whole module, e.g. module.to(torch.float64))"
+            )
+        if t.device != first.device:
+            raise DeviceError(
+                f"{name} is on {t.device} but {first_name} is on {first.device}: move the whole "
+                "module, e.g. module.to(device)"
+            )
+
+
+def checked_thresholds(module, state_dict: dict, prefix: str) -> dict[str, Tensor]:
+    """The thresholds a state_dict holds for ``module``, validated, by buffer name.
+
+    Weights are checked too: a non-float dtype or a wrong shape is a :class:`CheckpointError`
+    naming the key (torch would cast an int32 checkpoint silently).
+    """
+    like = module.layer_weights(0)[0]
+    for name, param in module.named_parameters(recurse=False):
+        value = state_dict.get(prefix + name)
+        if not isinstance(value, Tensor):
+            continue
+        if not value.is_floating_point():
+            raise CheckpointError(
+                f"{prefix + name} has dtype {value.dtype} in the state_dict; weights must be "
+                "floating point (they are cast to the module's dtype, an int tensor is not)"
+            )
+        if value.shape != param.shape:
+            raise CheckpointError(
+                f"size mismatch for {prefix + name}: shape {tuple(value.shape)} in the state_dict, "
+                f"this {module.__class__.__name__}({module.extra_repr()}) needs {tuple(param.shape)}"
+            )
+    thresholds = {}
+    for k in range(module.num_layers):
+        for kind in "xh":
+            name = f"theta_{kind}_l{k}"
+            if prefix + name in state_dict:
+                features = module.layer_sizes(k)[0 if kind == "x" else 1]
+                value = state_dict[prefix + name]
+                thresholds[name] = threshold_tensor(value, prefix + name, features, like)
+    return thresholds
+
+
+def check_state_dict_keys(module, missing: list[str], unexpected: list[str]) -> None:
+    """A strict load found missing or unexpected keys: say which, and how to load a part."""
+    if not missing and not unexpected:
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing keys {missing}")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected}")
+    raise CheckpointError(
+        f"state_dict does not fit {module.__class__.__name__}({module.extra_repr()}): "
+        f"{'; '.join(parts)}. A torch.nn.GRU/LSTM state_dict of the same sizes loads as is; "
+        "load_state_dict(..., strict=False) loads a part"
+    )
+
+
+def check_backend(name: object) -> None:
+    """``backend=`` names a known backend (whether it can run a call is decided per call)."""
+    if not isinstance(name, str):
+        raise BackendError(f"backend must be a string, got {type(name).__name__}")
+    check_backend_name(name)

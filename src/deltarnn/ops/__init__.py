@@ -37,12 +37,19 @@ _MODULES = {
 }
 
 
-def load_backend(name: str) -> ModuleType | None:
-    """The backend module, or ``None`` when its optional dependency is missing."""
-    if name not in _MODULES:
+def check_backend_name(name: str) -> None:
+    """``name`` is ``"auto"`` or one of :data:`BACKENDS` (available or not)."""
+    if name != "auto" and name not in _MODULES:
         raise BackendError(
             f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {name!r}"
         )
+
+
+def load_backend(name: str) -> ModuleType | None:
+    """The backend module, or ``None`` when its optional dependency is missing."""
+    if name == "auto":
+        raise BackendError("load_backend takes a backend's own name; 'auto' is resolved per call")
+    check_backend_name(name)
     try:
         module = importlib.import_module(_MODULES[name])
     except ImportError as exc:  # soft import: a missing optional dependency disables the backend
@@ -77,7 +84,14 @@ def select_backend(
             f"backend {name!r} is not available here (is its optional dependency installed?)"
         )
     if not module.supports(device, dtype, needs_grad):
+        hint = ""
+        if needs_grad and module.supports(device, dtype, False):
+            hint = (
+                ": it has no backward. For inference run under torch.no_grad() (or call "
+                "module.requires_grad_(False)); to train use backend='auto', 'fused' or 'reference'"
+            )
         raise BackendError(
-            f"backend {name!r} cannot run on device={device}, dtype={dtype}, needs_grad={needs_grad}"
+            f"backend {name!r} cannot run on device={device}, dtype={dtype}, "
+            f"needs_grad={needs_grad}{hint}"
         )
     return module

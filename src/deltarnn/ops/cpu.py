@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendError, DeviceError, DTypeError, ShapeError
+from ..functional.checks import check_threshold
 from ..functional.state import DeltaCounts, DeltaGRUState, DeltaLSTMState
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,8 @@ class CPUStreamer:
         dtype = packed.np_dtype
         inputs, hidden = packed.input_size, packed.hidden_size
         self.batch = batch
+        check_threshold(theta_x, "theta_x", inputs)
+        check_threshold(theta_h, "theta_h", hidden)
         self._theta_x = _threshold(theta_x, "theta_x", inputs, dtype)
         self._theta_h = _threshold(theta_h, "theta_h", hidden, dtype)
         self._x = np.zeros((1, batch, inputs), dtype)
@@ -347,8 +350,13 @@ class CPUStreamer:
                 frame = x.numpy()
             except RuntimeError:  # requires grad, or not on the CPU
                 frame = x.detach().cpu().numpy()
-        else:
+        elif isinstance(x, np.ndarray):
             frame = x
+        else:
+            raise ShapeError(
+                f"x must be a tensor or array of shape {self._x_frame.shape} (B, I), "
+                f"got {type(x).__name__}"
+            )
         if frame.shape != self._x_frame.shape:
             raise ShapeError(f"x must have shape {self._x_frame.shape} (B, I), got {frame.shape}")
         if frame.dtype != self._x.dtype:

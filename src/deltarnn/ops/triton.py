@@ -43,6 +43,7 @@ from torch import Tensor
 from .. import functional as F
 from ..errors import ConfigError, DeviceError, DTypeError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from ..functional.checks import check_threshold
 from .triton_common import (
     available,
     capture_graph,
@@ -491,6 +492,8 @@ class TritonStreamer:
     ) -> None:
         dev, f32, i32 = packed.device, torch.float32, torch.int32
         inputs, hidden = packed.inputs, packed.hidden
+        check_threshold(theta_x, "theta_x", inputs)
+        check_threshold(theta_h, "theta_h", hidden)
         batch = state.h.shape[0]
         if frames is not None and (
             frames.shape != (batch, inputs) or frames.dtype != f32 or frames.device != dev
