@@ -7,21 +7,34 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError, DTypeError, ShapeError
+
 HELP = "cost report (occupancy, MACs, weight bytes, speed-ups) of a delta GRU/LSTM on an input"
 
 SIGNALS = ("random-walk", "sines", "noise")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int > 0 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=("gru", "lstm"), default="gru")
     p.add_argument(
         "--input-size",
-        type=int,
+        type=positive_int,
         default=40,
         help="I of the generated input (a given --input has its own)",
     )
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--hidden-size", type=positive_int, default=256)
+    p.add_argument("--layers", type=positive_int, default=1)
     p.add_argument("--theta-x", type=float, default=0.1)
     p.add_argument("--theta-h", type=float, default=0.1)
     p.add_argument("--input", type=Path, help="a .npy or .safetensors array (T, I) or (T, B, I)")
@@ -31,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--signal", choices=SIGNALS, default="random-walk", help="generated input when no --input"
     )
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=positive_int, default=200)
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -53,29 +66,60 @@ def generate(signal: str, steps: int, batch: int, features: int, seed: int):
 
 
 def load_array(path: Path, key: str | None):
+    """The --input array as float32 (T, B, I); every way it can be wrong names the file."""
     import numpy as np
     import torch
 
     if not path.exists():
-        raise FileNotFoundError(f"--input {path} does not exist")
+        raise ConfigError(f"--input {path} does not exist")
     if path.suffix == ".npy":
-        array = torch.from_numpy(np.load(path, allow_pickle=False))
+        if key is not None:
+            raise ConfigError(
+                f"--key selects a tensor of a .safetensors file; --input {path} is .npy"
+            )
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ConfigError(f"--input {path} is not a readable .npy array: {exc}") from exc
+        if array.dtype.kind not in "iuf":  # complex would lose its imaginary part; str, bool, ...
+            raise DTypeError(
+                f"--input {path} must hold real numbers (int or float), got dtype {array.dtype}"
+            )
+        array = torch.from_numpy(array)
     elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        if key is None:
-            if len(tensors) != 1:
-                raise ValueError(f"--input holds {sorted(tensors)}; choose one with --key")
-            key = next(iter(tensors))
-        if key not in tensors:
-            raise ValueError(f"--key {key!r} is not in {path}; it holds {sorted(tensors)}")
-        array = tensors[key]
+        array = _load_safetensors_tensor(path, key)
     else:
-        raise ValueError(f"--input must be a .npy or .safetensors file, got {path.name}")
+        raise ConfigError(f"--input must be a .npy or .safetensors file, got {path.name}")
     if array.dim() not in (2, 3):
-        raise ValueError(f"--input must be (T, I) or (T, B, I), got shape {tuple(array.shape)}")
+        raise ShapeError(
+            f"--input {path} must be (T, I) or (T, B, I), got shape {tuple(array.shape)}"
+        )
+    if array.numel() == 0:
+        raise ShapeError(f"--input {path} is empty (shape {tuple(array.shape)})")
     return array.float() if array.dim() == 3 else array.float().unsqueeze(1)
+
+
+def _load_safetensors_tensor(path: Path, key: str | None):
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as exc:
+        raise ConfigError(f"--input {path} is not a readable .safetensors file: {exc}") from exc
+    if key is None:
+        if len(tensors) != 1:
+            raise ConfigError(f"--input {path} holds {sorted(tensors)}; choose one with --key")
+        key = next(iter(tensors))
+    if key not in tensors:
+        raise ConfigError(f"--key {key!r} is not in {path}; it holds {sorted(tensors)}")
+    array = tensors[key]
+    if array.is_complex() or array.dtype == torch.bool:
+        raise DTypeError(
+            f"--input {path}[{key!r}] must hold real numbers (int or float), got {array.dtype}"
+        )
+    return array
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import DeltaGRU, DeltaLSTM, measure
 
+    if args.key is not None and args.input is None:
+        raise ConfigError("--key names a tensor inside a .safetensors --input; give --input too")
     torch.manual_seed(args.seed)
     if args.input is not None:
         x = load_array(args.input, args.key)

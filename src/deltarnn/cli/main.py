@@ -10,6 +10,9 @@ import logging
 import sys
 
 from .. import __version__
+from ..errors import DeltaRNNError
+
+log = logging.getLogger(__name__)
 
 # subcommand name -> module that implements it
 COMMANDS = {
@@ -50,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except DeltaRNNError as exc:  # a bad argument or file: the message names it
+        log.debug("traceback", exc_info=True)
+        print(f"deltarnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
