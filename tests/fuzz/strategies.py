@@ -74,8 +74,9 @@ def module_specs(
     draw,
     kinds: tuple[str, ...] = ("gru", "lstm"),
     dtypes: tuple[torch.dtype, ...] = DTYPES,
-    max_size: int = 19,
+    max_size: int = 13,
     max_layers: int = 3,
+    min_steps: int = 1,
     max_steps: int = 12,
     max_batch: int = 4,
 ) -> ModuleSpec:
@@ -88,7 +89,7 @@ def module_specs(
         bias=draw(st.booleans()),
         batch_first=draw(st.booleans()),
         dtype=draw(st.sampled_from(dtypes)),
-        steps=draw(st.integers(1, max_steps)),
+        steps=draw(st.integers(min_steps, max_steps)),
         batch=draw(st.integers(0, max_batch)),
         seed=draw(st.integers(0, 2**16)),
     )
