@@ -7,7 +7,8 @@ Every backend is a module with the same surface:
 * ``supports(device, dtype, needs_grad) -> bool``: whether it can run this call.
 * ``pack(weight_ih, weight_hh) -> object``: the weights in the backend's own layout. Modules cache
   the result until a parameter changes, so packing is paid once, not per call; a backend that
-  sets ``DIFFERENTIABLE = True`` is given the live parameters at every call instead.
+  sets ``DIFFERENTIABLE = True`` (autograd) or ``LIVE_WEIGHTS = True`` (graph capture, see
+  :mod:`deltarnn.ops.custom_ops`) is given the live parameters at every call instead.
 * ``gru(x, state, packed, theta_x, theta_h, *, count=False) -> (output, state, counts)`` and
   ``lstm(...)``: the same contract as :func:`deltarnn.functional.delta_gru` / ``delta_lstm``, with
   thresholds already expanded to 1-D tensors of the feature size.

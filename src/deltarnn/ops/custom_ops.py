@@ -1,0 +1,315 @@
+"""The delta layers as ``torch.library`` operators, so that graph capture records a layer whole.
+
+``torch.compile``, ``torch.export`` and ``torch.jit.trace`` cannot see inside a numba or Triton
+kernel: traced through Python they crash, or they record the example input's numbers as
+constants. Registered as operators, a layer is one node of the captured graph, with a fake
+(meta) kernel that gives the output shapes from the input shapes, so the graph stays correct for
+any sequence length and batch.
+
+Shape legend: T time steps, B batch, I input features, H hidden units, G gates (3 GRU, 4 LSTM).
+
+The operators (``torch.ops.deltarnn.gru_layer`` / ``lstm_layer``)::
+
+    gru_layer(Tensor x, Tensor h, Tensor x_hat, Tensor h_hat, Tensor m,
+              Tensor weight_ih, Tensor weight_hh, Tensor theta_x, Tensor theta_h, bool count)
+        -> (Tensor output, Tensor h, Tensor x_hat, Tensor h_hat, Tensor m,
+            Tensor nx, Tensor nh, Tensor ux, Tensor uh, Tensor abs_x, Tensor abs_h)
+    lstm_layer(Tensor x, Tensor h, Tensor c, Tensor x_hat, Tensor h_hat, Tensor m, ...)
+        -> (Tensor output, Tensor h, Tensor c, Tensor x_hat, Tensor h_hat, Tensor m, ...)
+
+The contract is :func:`deltarnn.functional.delta_gru` / ``delta_lstm``: x (T, B, I); the state's
+tensors as in :class:`~deltarnn.functional.DeltaGRUState` (h, x_hat, h_hat (B, ·), m (B, 4H));
+weights in torch's layout, (G*H, I) and (G*H, H); thresholds 1-D, (I,) and (H,). It returns the
+output (T, B, H), the state after the last step and the fields of
+:class:`~deltarnn.functional.DeltaCounts` when ``count`` (nx, nh (T, B) and ux, uh (T,) int64;
+abs_x, abs_h (T, B) of x's dtype), else the same with T = 0. Every output is a new tensor;
+the inputs are not modified.
+
+Kernels:
+
+* every device (``CompositeExplicitAutograd``): the functional spec, without autograd;
+* ``cpu``: the numba engine (:mod:`deltarnn.ops.cpu`) for float32/float64 when numba is
+  installed, with the packed weights cached until a weight changes; the spec otherwise;
+* fake: shapes only, for tracing;
+* autograd: none, on purpose. A backward through the operator raises
+  :class:`~deltarnn.errors.BackendError` (train with the ``reference`` or ``fused`` backends,
+  which capture as plain PyTorch).
+
+How a backend adds its kernel for a device type: register a function taking the schema's
+arguments in order and returning the schema's outputs as new tensors (never an input or a view
+of one) with the standard API, when its module is imported::
+
+    torch.library.register_kernel("deltarnn::gru_layer", "cuda", my_gru_kernel)
+    torch.library.register_kernel("deltarnn::lstm_layer", "cuda", my_lstm_kernel)
+
+and name that module in :data:`KERNEL_MODULES`: the first time an operator runs on that device
+type the module is imported, and from then on its kernel runs. Until then, or where its import
+fails, the spec runs. Tests compare each kernel with the spec, like any backend.
+
+This module also has the backend surface of :mod:`deltarnn.ops` (``NAME``, ``pack``, ``gru``,
+``lstm``), which the modules use while a graph is being captured (see
+:mod:`deltarnn.nn.capture`); it is not one of the backends a user selects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import weakref
+from collections import OrderedDict
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from ..errors import BackendError
+from ..functional.state import DeltaCounts, DeltaGRUState, DeltaLSTMState
+
+log = logging.getLogger(__name__)
+
+NAME = "custom_op"
+# Modules must pass the live weights (a graph input, or a FakeTensor while tracing), not a packed
+# copy: the operator's kernels do their own packing and caching.
+LIVE_WEIGHTS = True
+
+NAMESPACE = "deltarnn"
+# Device type -> module that registers that device's kernels when imported (see the docstring).
+KERNEL_MODULES: dict[str, str] = {"cuda": "deltarnn.ops.triton"}
+_DISPATCH_KEYS = {"cuda": "CUDA", "xpu": "XPU", "mps": "MPS"}
+
+
+class _Layer(NamedTuple):
+    """What differs between the GRU and the LSTM operator."""
+
+    name: str
+    state_type: type
+    spec: object  # functional.delta_gru / delta_lstm
+
+
+LAYERS = {
+    "GRU": _Layer("gru_layer", DeltaGRUState, F.delta_gru),
+    "LSTM": _Layer("lstm_layer", DeltaLSTMState, F.delta_lstm),
+}
+
+
+def _schema(layer: _Layer) -> str:
+    state = ", ".join(f"Tensor {f}" for f in layer.state_type._fields)
+    state_out = ", ".join(f"Tensor {f}_n" for f in layer.state_type._fields)
+    return (
+        f"{layer.name}(Tensor x, {state}, Tensor weight_ih, Tensor weight_hh, "
+        f"Tensor theta_x, Tensor theta_h, bool count) -> "
+        f"(Tensor output, {state_out}, Tensor nx, Tensor nh, Tensor ux, Tensor uh, "
+        "Tensor abs_x, Tensor abs_h)"
+    )
+
+
+def _split(layer: _Layer, args: tuple):
+    """(x, state, weight_ih, weight_hh, theta_x, theta_h, count) from the schema's arguments."""
+    fields = len(layer.state_type._fields)
+    x, rest = args[0], args[1:]
+    state = layer.state_type(*rest[:fields])
+    w_ih, w_hh, theta_x, theta_h, count = rest[fields:]
+    return x, state, w_ih, w_hh, theta_x, theta_h, count
+
+
+def _results(out: Tensor, state, counts: DeltaCounts | None, x: Tensor) -> tuple[Tensor, ...]:
+    if counts is None:
+        batch, long = x.shape[1], torch.int64
+        return (
+            out, *state,
+            x.new_empty((0, batch), dtype=long), x.new_empty((0, batch), dtype=long),
+            x.new_empty((0,), dtype=long), x.new_empty((0,), dtype=long),
+            x.new_empty((0, batch)), x.new_empty((0, batch)),
+        )  # fmt: skip
+    return (out, *state, *counts)
+
+
+# -- kernels ---------------------------------------------------------------------------------
+
+
+def _spec_kernel(layer: _Layer, args: tuple) -> tuple[Tensor, ...]:
+    """The functional spec; state tensors are cloned so that no output aliases an input."""
+    x, state, w_ih, w_hh, theta_x, theta_h, count = _split(layer, args)
+    with torch.no_grad():
+        out, new_state, counts = layer.spec(x, state, w_ih, w_hh, theta_x, theta_h, count=count)
+    new_state = type(new_state)(*(t.clone() for t in new_state))
+    return _results(out, new_state, counts, x)
+
+
+def _default_kernel(layer: _Layer):
+    """Every device without a kernel of its own: load the device's backend once, else the spec."""
+
+    def kernel(*args):
+        device_type = args[0].device.type
+        if _load_kernel_module(device_type, layer):
+            return getattr(torch.ops.deltarnn, layer.name).default(*args)
+        return _spec_kernel(layer, args)
+
+    return kernel
+
+
+_TRIED: set[str] = set()
+
+
+def _load_kernel_module(device_type: str, layer: _Layer) -> bool:
+    """Import the module of :data:`KERNEL_MODULES` for ``device_type`` (once); True if it
+    registered a kernel for ``layer`` on that device."""
+    module = KERNEL_MODULES.get(device_type)
+    key = _DISPATCH_KEYS.get(device_type)
+    if module is None or key is None:
+        return False
+    if device_type not in _TRIED:
+        _TRIED.add(device_type)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # optional dependency missing: the spec runs
+            log.debug("no %s kernel for the delta operators: %s", device_type, exc)
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{layer.name}", key)
+
+
+def _cpu_kernel(layer: _Layer):
+    def kernel(*args):
+        from . import cpu  # here, not at import: numba is imported only when a layer runs
+
+        x, state, w_ih, w_hh, theta_x, theta_h, count = _split(layer, args)
+        if not cpu.is_available() or not cpu.supports(x.device, x.dtype, False):
+            return _spec_kernel(layer, args)
+        run = cpu.gru if layer.state_type is DeltaGRUState else cpu.lstm
+        packed = _PACKED.get(w_ih, w_hh, cpu.pack)
+        out, new_state, counts = run(x, state, packed, theta_x, theta_h, count=count)
+        return _results(out, new_state, counts, x)
+
+    return kernel
+
+
+def _fake_kernel(layer: _Layer):
+    def kernel(*args):
+        x, state, _, w_hh, _, _, count = _split(layer, args)
+        steps, batch = x.shape[0], x.shape[1]
+        out = x.new_empty((steps, batch, w_hh.shape[1]))
+        new_state = [t.new_empty(t.shape) for t in state]
+        n = steps if count else 0
+        per_sample = [x.new_empty((n, batch), dtype=torch.int64) for _ in range(2)]
+        union = [x.new_empty((n,), dtype=torch.int64) for _ in range(2)]
+        sums = [x.new_empty((n, batch)) for _ in range(2)]
+        return (out, *new_state, *per_sample, *union, *sums)
+
+    return kernel
+
+
+def _no_backward(layer: _Layer):
+    def backward(ctx, *grads):
+        raise BackendError(
+            f"{NAMESPACE}::{layer.name} has no gradient: it is the inference kernel. Train with "
+            "backend='reference' or 'fused' (they capture as plain PyTorch), or export/compile "
+            "under torch.no_grad()"
+        )
+
+    return backward
+
+
+# -- packed weights --------------------------------------------------------------------------
+
+
+class _PackedCache:
+    """Packed weights per (weight_ih, weight_hh) pair, served only while neither has changed.
+
+    An entry is keyed by the two tensors' identities (held by weak references, so a freed tensor
+    whose id is reused is never matched) and stamped with their data pointers, version counters,
+    shapes and dtypes, so an in-place update or a replaced tensor repacks. Inference tensors keep
+    no version counter: they are packed at every call rather than risk serving stale weights.
+    """
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._entries: OrderedDict[tuple[int, int], tuple] = OrderedDict()
+
+    @staticmethod
+    def _stamp(w: Tensor) -> tuple:
+        return (w.data_ptr(), w._version, tuple(w.shape), w.stride(), w.dtype)
+
+    def get(self, w_ih: Tensor, w_hh: Tensor, pack):
+        if w_ih.is_inference() or w_hh.is_inference():
+            return pack(w_ih, w_hh)
+        key = (id(w_ih), id(w_hh))
+        stamp = self._stamp(w_ih) + self._stamp(w_hh)
+        entry = self._entries.get(key)
+        if entry is not None:
+            ref_ih, ref_hh, old_stamp, old_pack, packed = entry
+            if ref_ih() is w_ih and ref_hh() is w_hh and old_stamp == stamp and old_pack is pack:
+                self._entries.move_to_end(key)
+                return packed
+        packed = pack(w_ih, w_hh)
+        self._entries[key] = (weakref.ref(w_ih), weakref.ref(w_hh), stamp, pack, packed)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return packed
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_PACKED = _PackedCache()
+
+
+# -- registration ----------------------------------------------------------------------------
+
+# Registrations live as long as this object: a module global, never collected.
+_LIB = torch.library.Library(NAMESPACE, "DEF")
+
+
+def _register() -> None:
+    for layer in LAYERS.values():
+        qualname = f"{NAMESPACE}::{layer.name}"
+        _LIB.define(_schema(layer))
+        _LIB.impl(layer.name, _default_kernel(layer), "CompositeExplicitAutograd")
+        _LIB.impl(layer.name, _cpu_kernel(layer), "CPU")
+        torch.library.register_fake(qualname, _fake_kernel(layer), lib=_LIB)
+        torch.library.register_autograd(
+            qualname, _no_backward(layer), setup_context=lambda ctx, inputs, output: None, lib=_LIB
+        )
+
+
+_register()
+
+
+# -- the backend surface, for the modules while a graph is captured --------------------------
+
+
+def is_available() -> bool:
+    return True
+
+
+def supports(device: torch.device, dtype: torch.dtype, needs_grad: bool) -> bool:
+    """Any device and floating dtype, inference only (there is no backward)."""
+    return dtype.is_floating_point and not needs_grad
+
+
+def pack(weight_ih: Tensor, weight_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """The weights as they are: the operator takes torch's layout (its kernels pack)."""
+    return weight_ih, weight_hh
+
+
+def _call(kind: str, x, state, packed, theta_x, theta_h, count):
+    layer = LAYERS[kind]
+    outs = getattr(torch.ops.deltarnn, layer.name)(x, *state, *packed, theta_x, theta_h, count)
+    fields = len(layer.state_type._fields)
+    new_state = layer.state_type(*outs[1 : 1 + fields])
+    counts = DeltaCounts(*outs[1 + fields :]) if count else None
+    return outs[0], new_state, counts
+
+
+def gru(x: Tensor, state: DeltaGRUState, packed, theta_x: Tensor, theta_h: Tensor, *, count=False):
+    """One delta GRU layer through ``torch.ops.deltarnn.gru_layer``: the contract of
+    :func:`deltarnn.functional.delta_gru` (thresholds 1-D, (I,) and (H,)), returning
+    ``(output, DeltaGRUState, DeltaCounts | None)``."""
+    return _call("GRU", x, state, packed, theta_x, theta_h, count)
+
+
+def lstm(
+    x: Tensor, state: DeltaLSTMState, packed, theta_x: Tensor, theta_h: Tensor, *, count=False
+):
+    """One delta LSTM layer through ``torch.ops.deltarnn.lstm_layer``; see :func:`gru`."""
+    return _call("LSTM", x, state, packed, theta_x, theta_h, count)
