@@ -15,6 +15,7 @@ from .errors import (
     DeltaRNNError,
     DeviceError,
     DTypeError,
+    ExportError,
     ShapeError,
     ThresholdError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "DeltaRNNError",
     "DeltaRNNState",
     "DeviceError",
+    "ExportError",
     "ShapeError",
     "ThresholdError",
     "__version__",

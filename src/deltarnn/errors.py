@@ -38,3 +38,8 @@ class RunFolderError(DeltaRNNError, RuntimeError):
 class CheckpointError(DeltaRNNError, RuntimeError):
     """Saved weights do not fit the module or cannot be read: missing or unexpected keys, a wrong
     shape or a non-float dtype, a corrupt or truncated file (the message names the file)."""
+
+
+class ExportError(DeltaRNNError, RuntimeError):
+    """A graph capture (``torch.jit.trace``/``script``, ONNX export) cannot record this module
+    correctly; raised instead of recording a graph that would be wrong on other inputs."""

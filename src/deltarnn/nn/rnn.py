@@ -16,6 +16,7 @@ from .. import functional as F
 from ..errors import ConfigError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
 from ..ops import select_backend
+from . import capture
 from . import validate as V
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ DeltaRNNState = tuple[LayerState, ...]
 LayerTransform = Callable[[Tensor, int], Tensor]
 
 
-class _DeltaRNNBase(nn.Module):
+class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
     """Shared machinery of :class:`DeltaGRU` and :class:`DeltaLSTM` (``mode`` "GRU" or "LSTM")."""
 
     mode: str = ""
@@ -251,8 +252,8 @@ class _DeltaRNNBase(nn.Module):
 
     def _packed_weights(self, k: int, backend) -> object:
         w_ih, w_hh, _, _ = self.layer_weights(k)
-        if getattr(backend, "DIFFERENTIABLE", False):
-            return backend.pack(w_ih, w_hh)  # live parameters: autograd needs them, not a copy
+        if getattr(backend, "DIFFERENTIABLE", False) or getattr(backend, "LIVE_WEIGHTS", False):
+            return backend.pack(w_ih, w_hh)  # live parameters: autograd or a graph needs them
         key = (backend.NAME, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
         cached = self._packed.get(k)
         if cached is None or cached[0] != key:
@@ -269,6 +270,9 @@ class _DeltaRNNBase(nn.Module):
             raise ConfigError(
                 f"backend={self.backend!r} cannot apply training transforms; use 'reference' or 'auto'"
             )
+        kind = capture.capture_kind()
+        if kind is not None:  # torch.compile / export / jit.trace / ONNX: see nn/capture.py
+            return capture.captured_backend(self, kind, x.device, needs_grad, transformed)
         name = "reference" if transformed else self.backend
         return select_backend(name, x.device, x.dtype, needs_grad)
 
