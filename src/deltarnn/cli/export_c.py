@@ -40,11 +40,17 @@ def load_module(path: Path):
         raise FileNotFoundError(
             f"{path} must be a run folder or an existing .safetensors file of a delta RNN"
         )
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from ..errors import CheckpointError
     from ..export.state_dict import module_from_state_dict
 
-    return module_from_state_dict(load_file(str(path)), str(path))
+    try:
+        state_dict = load_file(str(path))
+    except SafetensorError as exc:  # truncated or not safetensors: name the file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return module_from_state_dict(state_dict, str(path))
 
 
 def run(args: argparse.Namespace) -> int:

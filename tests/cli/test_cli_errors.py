@@ -1,4 +1,4 @@
-"""``deltarnn cost`` refuses every bad argument or input file with a message naming it (exit 2)."""
+"""The `deltarnn` command refuses bad arguments and input files with a message naming them (exit 2)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,14 @@ def test_cost_names_a_missing_input(tmp_path, capsys):
 
 def test_cost_rejects_negative_threshold(capsys):
     assert "theta_h must be finite and >= 0, got -0.5" in run_cost(capsys, "--theta-h", "-0.5")
+
+
+def test_export_c_names_a_truncated_safetensors_file(tmp_path, capsys):
+    safetensors = pytest.importorskip("safetensors.torch")
+    import deltarnn
+
+    path = tmp_path / "model.safetensors"
+    safetensors.save_file(deltarnn.DeltaGRU(3, 4).state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:40])
+    assert main(["export-c", str(path), "--out", str(tmp_path / "c")]) == 2
+    assert f"{path}: not a readable safetensors file" in capsys.readouterr().err
