@@ -51,6 +51,8 @@ def check_layer_args(
     sizes = {"h": hidden, "c": hidden, "x_hat": inputs, "h_hat": hidden, "m": 4 * hidden}
     tensors = {"weight_ih": weight_ih, "weight_hh": weight_hh}
     for field in state._fields:
+        if field not in sizes:  # bookkeeping fields (not of shape (B, features)) are not checked
+            continue
         t = getattr(state, field)
         if not isinstance(t, Tensor) or tuple(t.shape) != (batch, sizes[field]):
             raise ShapeError(
