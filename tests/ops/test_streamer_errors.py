@@ -42,3 +42,13 @@ def test_cpu_streamer_step_rejects_a_list():
     with pytest.raises(ShapeError, match=r"x must be a tensor or array of shape \(2, 3\).*list"):
         streamer.step([[0.0] * I] * B)
     assert streamer.step(torch.zeros(B, I)).shape == (B, H)
+
+
+@pytest.mark.parametrize("theta", [math.nan, -1.0, torch.zeros(H + 1)])
+def test_triton_streamer_rejects_bad_thresholds(theta):
+    """Checked before anything touches a device, so this runs on any machine with triton."""
+    tb = pytest.importorskip("deltarnn.ops.triton")
+    w_ih, w_hh = torch.randn(3 * H, I), torch.randn(3 * H, H)
+    state = F.gru_initial_state(w_ih, None, None, B)
+    with pytest.raises(ThresholdError, match="theta_h"):
+        tb.TritonStreamer(tb.pack(w_ih, w_hh), state, 0.1, theta)
