@@ -207,7 +207,8 @@ def _stack():
 
     for kind in ("gru", "lstm"):
         for batch in (1, 3):
-            built = [_layer(kind, batch, 16, 32), _layer(kind, batch, 32, 20)]
+            f32 = torch.float32
+            built = [_layer(kind, batch, 16, 32, f32), _layer(kind, batch, 32, 20, f32)]
             layers = [Layer(w_ih, w_hh, w_hh.shape[1]) for w_ih, w_hh, _, _ in built]
             streamer = ts.StackStreamer(
                 kind.upper(), layers, tuple(b[2] for b in built), count=True
@@ -258,8 +259,8 @@ def _value(desc):
     return next(iter(desc.values()))
 
 
-def _load_kernels():
-    spec = importlib.util.spec_from_file_location("deltarnn_triton_kernels", KERNELS)
+def _load_kernels(path: Path = KERNELS):
+    spec = importlib.util.spec_from_file_location("deltarnn_triton_kernels", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -311,11 +312,11 @@ def _resources(cubin: bytes) -> dict:
 
 
 def _compile_one(job):
-    name, signature, constexprs, attrs, options = job
+    path, name, signature, constexprs, attrs, options = job
     import triton
     from triton.compiler import ASTSource
 
-    module = _load_kernels()
+    module = _load_kernels(path)
     started = time.perf_counter()
     try:
         src = ASTSource(getattr(module, name), signature, constexprs, attrs)
@@ -330,7 +331,10 @@ def _compile_one(job):
 
 def compile_launches(launches: list, jobs: int) -> tuple[list[dict], int]:
     """Compile every distinct variant; return the table rows and the number of failures."""
-    module = _load_kernels()
+    # Every variant is compiled from one snapshot of the kernel source, taken now.
+    snapshot = Path(tempfile.mkdtemp()) / KERNELS.name
+    snapshot.write_bytes(KERNELS.read_bytes())
+    module = _load_kernels(snapshot)
     variants: dict = {}
     for launch in launches:
         key, text, job = specialise(module, launch)
@@ -338,7 +342,7 @@ def compile_launches(launches: list, jobs: int) -> tuple[list[dict], int]:
             variants[key] = (text, job)
     todo = sorted(variants.values(), key=lambda v: (v[1][0], v[0]))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(_compile_one, [job for _, job in todo]))
+        results = list(pool.map(_compile_one, [(snapshot, *job) for _, job in todo]))
     rows = []
     for (text, job), result in zip(todo, results, strict=True):
         rows.append({"kernel": job[0], "variant": text, **result})
