@@ -37,7 +37,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -332,47 +332,52 @@ def emit_stream(emit, case, hidden, batch, dtype, occupancy, method, base_name, 
     )
 
 
+def tune_configs(batch: int, hidden: int) -> list:
+    """Block sizes of the batch-1 step kernel, each with the hidden columns compacted inside the
+    step program; and the default with the separate compaction kernel (two kernels per step)."""
+    configs = [
+        tb.StepConfig(block_b=1, block_h=bh, block_k=bk, use_dot=False, num_warps=w)
+        for bh in (16, 32) for bk in (32, 64, 128, 256) for w in (2, 4) if bh * bk <= 4096
+    ]  # fmt: skip
+    return configs + [replace(tb.step_config(batch, hidden), compact_h=False)]
+
+
 def bench_tune(args, device, timer, emit, configs) -> None:
     """Block sizes of the step kernel on the headline cases (batch 1, 10 %): one row each."""
     for batch, dtype, hidden, occupancy in configs:
         case = sequence_case(hidden, batch, dtype, occupancy, args.steps, device)
         h0 = case.state.h.unsqueeze(0).contiguous()
-        for block_h in (16, 32):
-            for block_k in (32, 64, 128, 256):
-                for warps in (2, 4):
-                    if block_h * block_k > 4096:
-                        continue
-                    config = tb.StepConfig(block_b=1, block_h=block_h, block_k=block_k,
-                                           use_dot=False, num_warps=warps)  # fmt: skip
+        for config in tune_configs(batch, hidden):
 
-                    def baseline(case=case, h0=h0):
-                        with torch.no_grad():
-                            case.gru(case.x, h0)
+            def baseline(case=case, h0=h0):
+                with torch.no_grad():
+                    case.gru(case.x, h0)
 
-                    def ours(case=case, config=config):
-                        tb.run_sequence(
-                            case.x, case.state, case.packed, case.theta_x, case.theta_h,
-                            config=config,
-                        )  # fmt: skip
+            def ours(case=case, config=config):
+                tb.run_sequence(
+                    case.x, case.state, case.packed, case.theta_x, case.theta_h,
+                    config=config,
+                )  # fmt: skip
 
-                    t_b, t_o = timer.compare(baseline, ours)
-                    emit(
-                        Row(
-                            "tune",
-                            hidden,
-                            batch,
-                            str(dtype).split(".")[-1],
-                            occupancy,
-                            f"seq dense-x bh={block_h} bk={block_k} w={warps}",
-                            "cuDNN nn.GRU",
-                            t_b / args.steps * 1e6,
-                            t_o / args.steps * 1e6,
-                            t_b / t_o,
-                            steps=args.steps,
-                            extra=asdict(config),
-                            **case.occ,
-                        )  # fmt: skip
-                    )
+            t_b, t_o = timer.compare(baseline, ours)
+            emit(
+                Row(
+                    "tune",
+                    hidden,
+                    batch,
+                    str(dtype).split(".")[-1],
+                    occupancy,
+                    f"seq dense-x bh={config.block_h} bk={config.block_k} w={config.num_warps}"
+                    + ("" if config.compact_h else " 2-kernel"),
+                    "cuDNN nn.GRU",
+                    t_b / args.steps * 1e6,
+                    t_o / args.steps * 1e6,
+                    t_b / t_o,
+                    steps=args.steps,
+                    extra=asdict(config),
+                    **case.occ,
+                )  # fmt: skip
+            )
 
 
 def set_tf32(on: bool) -> None:

@@ -143,9 +143,13 @@ def test_sequence_matches_spec(kind, x_mode, thetas, shape, device):
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
-def test_sequence_several_blocks(kind, device):
-    # H = 130 spans 9 unit blocks of 16 and two compaction blocks of 128 (not a multiple of either).
-    config = tb.StepConfig(block_b=2, block_h=16, block_k=32, use_dot=False, block_c=128)
+@pytest.mark.parametrize("compact_h", [True, False], ids=["in-step", "kernel"])
+def test_sequence_several_blocks(kind, compact_h, device):
+    # H = 130 spans 9 unit blocks of 16 and two compaction blocks of 128 (not a multiple of
+    # either); the hidden columns compacted inside each step program, or by the prepare kernel.
+    config = tb.StepConfig(
+        block_b=2, block_h=16, block_k=32, use_dot=False, block_c=128, compact_h=compact_h
+    )
     expected, got = run_both(kind, 2, 2, 33, 130, 3 / 16, 0.05, device, config=config)
     assert_same_run(expected, got)
 

@@ -277,6 +277,9 @@ def _sparse_columns(
         "hhat_in_ptr",
         "hhat_out_ptr",
         "dh_next_ptr",
+        "flags_h_ptr",
+        "flags_in_ptr",
+        "flags_clear_ptr",
     ],
     do_not_specialize=["encode_next"],  # a runtime flag: one variant, not two
 )
@@ -299,6 +302,8 @@ def delta_step_kernel(
     theta_h_ptr,
     dh_next_ptr,
     flags_h_ptr,
+    flags_in_ptr,
+    flags_clear_ptr,
     B,
     I,
     H,
@@ -306,12 +311,14 @@ def delta_step_kernel(
     LSTM: tl.constexpr,
     X_SPARSE: tl.constexpr,
     H_SPARSE: tl.constexpr,
+    COMPACT_H: tl.constexpr,
     STORE_OUT: tl.constexpr,
     USE_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """Second kernel of a step: sparse products, memory update, gates, and the next Δh.
 
@@ -322,6 +329,13 @@ def delta_step_kernel(
     applies the gates, writes h (and c), then, when ``encode_next``, delta-encodes the new h for
     the next step: Δh to ``dh_next``, ĥ to ``hhat_out`` and an any-row flag per unit (atomic,
     since batch blocks share a unit; only for the sparse hidden side).
+
+    With ``COMPACT_H`` the program builds the list of active hidden columns itself, from the
+    flags of the previous step (``flags_in``), into its own slice of ``idx_h`` (one row of H per
+    program), instead of reading the list a separate compaction kernel built: one kernel per
+    step instead of two, and no one-program loop over H between them. The flags are a ring of
+    three: read ``flags_in``, set ``flags_h`` (the next step's), clear ``flags_clear`` (the one
+    read a step ago) for this program's units.
     """
     units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     umask = units < H
@@ -351,7 +365,19 @@ def delta_step_kernel(
         if LSTM:
             acc3 += tl.load(gp + 3 * H, mask=m2, other=0.0)
     if H_SPARSE:
-        n_h = tl.load(n_ptr + 1)
+        if COMPACT_H:
+            program = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+            idx_h_ptr += program.to(tl.int64) * H
+            n_h = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
+            for c0 in range(0, H, BLOCK_C):
+                cols = c0 + tl.arange(0, BLOCK_C)
+                cmask = cols < H
+                flags = tl.load(flags_in_ptr + cols, mask=cmask, other=0)
+                n_h = _compact(flags, cols, cmask, idx_h_ptr, n_h)
+            tl.debug_barrier()  # the list is read back by the other threads of this program
+            tl.store(flags_clear_ptr + units, tl.zeros([BLOCK_H], dtype=tl.int32), mask=umask)
+        else:
+            n_h = tl.load(n_ptr + 1)
         acc0, acc1, acc2, acc3 = _sparse_columns(
             acc0, acc1, acc2, acc3, whh_t_ptr, dh_ptr, idx_h_ptr, n_h, rows, bmask, units, umask,
             H, H, True, LSTM, USE_DOT, PRECISION, BLOCK_K,

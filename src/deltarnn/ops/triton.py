@@ -13,7 +13,8 @@ One step is two launches (see :mod:`deltarnn.ops._triton_kernels`):
 For a whole sequence the input side is taken out of the loop, as the spec does: the deltas of the
 whole sequence come from one scan kernel, then one dense product over time (``x_mode="dense"``,
 which reads ``W_ih`` once per sequence instead of once per step); ``x_mode="sparse"`` keeps the
-per-step sparse input product instead. From :data:`DENSE_H_BATCH` rows on, the hidden product
+per-step sparse input product instead. With the dense input side each step is one launch: every
+step program compacts the hidden flags itself (:attr:`StepConfig.compact_h`). From :data:`DENSE_H_BATCH` rows on, the hidden product
 of a step is one dense cuBLAS product too (:attr:`StepConfig.dense_h`). On a GPU the launches of
 a sequence (or of one streaming step) are captured once in a CUDA graph and replayed, since
 per-launch host overhead would otherwise dominate a step of a few microseconds.
@@ -90,7 +91,9 @@ class StepConfig:
         one-program compaction kernel. num_warps: warps per program. dense_h: the hidden
         product of a step as one dense cuBLAS product ``Δh W_hh^T`` (then the step kernel only
         adds it), instead of the sparse-column loop: for large batches, whose union of active
-        columns is most of the columns anyway.
+        columns is most of the columns anyway. compact_h: in a whole sequence with the dense
+        input side, each step program builds its list of active hidden columns itself (one kernel
+        per step, no one-program compaction kernel between steps).
     """
 
     block_b: int
@@ -100,6 +103,7 @@ class StepConfig:
     block_c: int = 512
     num_warps: int = 4
     dense_h: bool = False
+    compact_h: bool = True
 
 
 # From this batch on, the hidden product is dense (cuBLAS): with independent samples the union
@@ -213,7 +217,7 @@ def _launch_prepare(k, cfg, x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, enco
 
 def _launch_step(
     k, cfg, packed, precision, *, dx, idx_x, gx, dh, idx_h, n, m, h, c, out, hhat_in, hhat_out,
-    theta_h, dh_next, flags_h, encode_next, ghh=None,
+    theta_h, dh_next, flags_h, encode_next, ghh=None, flags_in=None, flags_clear=None,
 ):  # fmt: skip
     batch, hidden = h.shape
     if cfg.dense_h:
@@ -224,11 +228,12 @@ def _launch_step(
         packed.w_hh_t, dh, h if ghh is None else ghh, idx_h, n,
         m, h, h if c is None else c, h if out is None else out,
         hhat_in, hhat_out, theta_h, dh_next, flags_h,
+        flags_h if flags_in is None else flags_in, flags_h if flags_clear is None else flags_clear,
         batch, packed.inputs, hidden, int(encode_next),
         LSTM=packed.gates == 4, X_SPARSE=gx is None, H_SPARSE=not cfg.dense_h,
-        STORE_OUT=out is not None,
+        COMPACT_H=flags_in is not None, STORE_OUT=out is not None,
         USE_DOT=cfg.use_dot, PRECISION=precision,
-        BLOCK_B=cfg.block_b, BLOCK_H=cfg.block_h, BLOCK_K=cfg.block_k,
+        BLOCK_B=cfg.block_b, BLOCK_H=cfg.block_h, BLOCK_K=cfg.block_k, BLOCK_C=cfg.block_c,
         num_warps=cfg.num_warps,
     )  # fmt: skip
 
@@ -282,8 +287,13 @@ class _SequenceRun:
         self.dx = zeros(steps if count or x_mode == "dense" else 1, batch, inputs)
         self.gx = zeros(steps, batch, gates * hidden) if x_mode == "dense" else None
         self.ghh = zeros(batch, gates * hidden) if config.dense_h else None
-        self.flags = zeros(hidden, dtype=i32)
-        self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
+        # Each step program compacts the hidden flags itself (dense input side only): the flags
+        # are a ring of three (read, set, cleared), the lists one row of H per program.
+        self.compact_h = config.compact_h and x_mode == "dense" and not config.dense_h
+        self.flags = zeros(3 if self.compact_h else 1, hidden, dtype=i32)
+        programs = triton.cdiv(hidden, config.block_h) * triton.cdiv(batch, config.block_b)
+        self.idx_x = zeros(max(inputs, 1), dtype=i32)
+        self.idx_h = zeros(programs if self.compact_h else 1, hidden, dtype=i32)
         self.n = zeros(2, dtype=i32)
         self.out = zeros(steps, batch, hidden)
 
@@ -314,24 +324,32 @@ class _SequenceRun:
             gx2 = self.gx.view(-1, packed.gates * packed.hidden)
             torch.matmul(dx2, packed.w_ih_t_f32, out=gx2)
         # Δh of the first step: h0 against ĥ0.
-        _launch_encode(k, self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags)
+        flags = self.flags
+        _launch_encode(k, self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], flags[0])
         ring = self.dh.shape[0]
         for t in range(steps):
             sparse_x = self.gx is None
             dx = self.dx[t if self.dx.shape[0] > 1 else 0]
-            if sparse_x or not cfg.dense_h:  # else there is no list of columns to build
-                _launch_prepare(
-                    k, cfg, self.x[t], self.xhat, self.theta_x, dx, self.idx_x, self.flags,
-                    self.idx_h, self.n, sparse_x,
+            if self.compact_h:
+                lists = dict(
+                    flags_h=flags[(t + 1) % 3], flags_in=flags[t % 3],
+                    flags_clear=flags[(t + 2) % 3],
                 )  # fmt: skip
+            else:
+                lists = dict(flags_h=flags[0])
+                if sparse_x or not cfg.dense_h:  # else there is no list of columns to build
+                    _launch_prepare(
+                        k, cfg, self.x[t], self.xhat, self.theta_x, dx, self.idx_x, flags[0],
+                        self.idx_h[0], self.n, sparse_x,
+                    )  # fmt: skip
             _launch_step(
                 k, cfg, packed, self.precision,
                 dx=dx, idx_x=self.idx_x, gx=None if sparse_x else self.gx[t],
                 dh=self.dh[t % ring], idx_h=self.idx_h, n=self.n,
                 m=self.m, h=self.h, c=self.c if lstm else None, out=self.out[t],
                 hhat_in=self.hhat[t % 2], hhat_out=self.hhat[(t + 1) % 2],
-                theta_h=self.theta_h, dh_next=self.dh[(t + 1) % ring], flags_h=self.flags,
-                encode_next=t + 1 < steps, ghh=self.ghh,
+                theta_h=self.theta_h, dh_next=self.dh[(t + 1) % ring],
+                encode_next=t + 1 < steps, ghh=self.ghh, **lists,
             )  # fmt: skip
 
     def run(self) -> None:
