@@ -400,8 +400,9 @@ def main(argv=None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"triton": triton.__version__, "arch": ARCH, "rows": rows}
-        args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
-        args.out.with_suffix(".md").write_text(table(rows) + "\n")
+        # Suffixes appended, not replaced: the name may hold a version ("..._triton3.6.0").
+        Path(f"{args.out}.json").write_text(json.dumps(doc, indent=1))
+        Path(f"{args.out}.md").write_text(table(rows) + "\n")
     return 1 if failures else 0
 
 

@@ -156,6 +156,21 @@ def _compact(flags, cols, cmask, idx_ptr, base):
     return base + tl.sum(sent.to(tl.int32), axis=0)
 
 
+@triton.jit
+def _compact_flags(flags_ptr, idx_ptr, F, CLEAR: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The columns of the F flags that are set, listed at ``idx``; returns their number. With
+    ``CLEAR`` the flags are reset to 0 as they are read."""
+    n = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
+    for c0 in range(0, F, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        cmask = cols < F
+        flags = tl.load(flags_ptr + cols, mask=cmask, other=0)
+        n = _compact(flags, cols, cmask, idx_ptr, n)
+        if CLEAR:
+            tl.store(flags_ptr + cols, tl.zeros([BLOCK_C], dtype=tl.int32), mask=cmask)
+    return n
+
+
 @triton.jit(do_not_specialize_on_alignment=["x_ptr", "dx_ptr"])
 def prepare_step_kernel(
     x_ptr,
@@ -199,13 +214,7 @@ def prepare_step_kernel(
                 tl.store(xhat_ptr + off, tl.where(send, x, xhat), mask=m2)
                 any_sent = tl.maximum(any_sent, tl.max(send.to(tl.int32), axis=0))
             n_x = _compact(any_sent, cols, cmask, idx_x_ptr, n_x)
-    n_h = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
-    for c0 in range(0, H, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < H
-        flags = tl.load(flags_h_ptr + cols, mask=cmask, other=0)
-        n_h = _compact(flags, cols, cmask, idx_h_ptr, n_h)
-        tl.store(flags_h_ptr + cols, tl.zeros([BLOCK_C], dtype=tl.int32), mask=cmask)
+    n_h = _compact_flags(flags_h_ptr, idx_h_ptr, H, True, BLOCK_C)
     tl.store(n_ptr, n_x)
     tl.store(n_ptr + 1, n_h)
 
@@ -368,12 +377,7 @@ def delta_step_kernel(
         if COMPACT_H:
             program = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
             idx_h_ptr += program.to(tl.int64) * H
-            n_h = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
-            for c0 in range(0, H, BLOCK_C):
-                cols = c0 + tl.arange(0, BLOCK_C)
-                cmask = cols < H
-                flags = tl.load(flags_in_ptr + cols, mask=cmask, other=0)
-                n_h = _compact(flags, cols, cmask, idx_h_ptr, n_h)
+            n_h = _compact_flags(flags_in_ptr, idx_h_ptr, H, False, BLOCK_C)
             tl.debug_barrier()  # the list is read back by the other threads of this program
             tl.store(flags_clear_ptr + units, tl.zeros([BLOCK_H], dtype=tl.int32), mask=umask)
         else:
