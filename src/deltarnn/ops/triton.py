@@ -611,3 +611,8 @@ class TritonStreamer:
         if self.packed.gates == 4:
             return DeltaLSTMState(copy(self.h), copy(self.c), copy(self.xhat), hhat, copy(self.m))
         return DeltaGRUState(copy(self.h), copy(self.xhat), hhat, copy(self.m))
+
+
+# The CUDA kernels of the delta layer operators (torch.ops.deltarnn.*_layer) are these; the
+# operators' module imports this one to get them.
+from . import triton_custom_ops  # noqa: E402, F401
