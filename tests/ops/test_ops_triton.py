@@ -506,3 +506,34 @@ def test_dense_hidden_product_streamer_half(device):
     )
     outs = torch.stack([streamer.step(x[t].to(device)).clone() for t in range(3)])
     assert_same_run((out_e, state_e, None), (outs, streamer.state(), None))
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+@pytest.mark.parametrize("count", [True, False])
+def test_custom_op_kernel_matches_spec(kind, count, device):
+    """The operator kernel this backend registers for CUDA (run here on the device fixture's
+    tensors): outputs, state and counts of the spec, in the operator's schema, no output aliasing
+    an input; registered for the CUDA dispatch key as soon as the backend is imported."""
+    from deltarnn.ops import custom_ops, triton_custom_ops
+
+    layer = custom_ops.LAYERS[kind]
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deltarnn::{layer.name}", "CUDA")
+    w_ih, w_hh, state, gen = make_layer(kind.lower(), 3, 5, 9)
+    x = grid(gen, 4, 3, 5)
+    theta_x, theta_h = torch.full((5,), 3 / 16), torch.full((9,), 0.1)
+    expected = layer.spec(x, state, w_ih, w_hh, theta_x, theta_h, count=True)
+    args = [t.to(device) for t in (x, *state, w_ih, w_hh, theta_x, theta_h)]
+    outs = triton_custom_ops.KERNELS[kind](*args, count)
+    fields = len(layer.state_type._fields)
+    got_state = layer.state_type(*outs[1 : 1 + fields])
+    counts = outs[1 + fields :]
+    if count:
+        assert_same_run(expected, (outs[0], got_state, F.DeltaCounts(*counts)))
+    else:
+        assert_same_run((expected[0], expected[1], None), (outs[0], got_state, None))
+        assert [tuple(c.shape) for c in counts] == [(0, 3), (0, 3), (0,), (0,), (0, 3), (0, 3)]
+    inputs = {t.data_ptr() for t in args}
+    assert not any(t.data_ptr() in inputs for t in outs if t.numel())
+    empty = triton_custom_ops.KERNELS[kind](args[0][:0], *args[1:], count)
+    assert empty[0].shape == (0, 3, 9)
+    assert not any(a.data_ptr() == b.data_ptr() for a, b in zip(empty[1:], args[1:], strict=False))
