@@ -478,8 +478,10 @@ def test_stack_streamer_errors(device):
         streamer.step(torch.zeros(2, 5, device=device))
     with pytest.raises(DTypeError, match="float32"):
         streamer.step(torch.zeros(1, 5, dtype=torch.float64, device=device))
-    with pytest.raises(ConfigError, match="count=True"):
+    with pytest.raises(BackendError, match="count=True"):
         streamer.counts()
+    with pytest.raises(BackendError, match="resync_every must be 0"):
+        tst.StackStreamer("GRU", moved, states, resync_every=1024)
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

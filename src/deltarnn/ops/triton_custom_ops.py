@@ -37,7 +37,9 @@ def _layer_kernel(kind: str):
                     x, state, w_ih, w_hh, theta_x, theta_h, count=count
                 )
         # run_sequence copies its results out, but returns the given state for T = 0.
-        new_state = [t.clone() if t is given else t for t, given in zip(new_state, state, strict=True)]
+        new_state = [
+            t.clone() if t is given else t for t, given in zip(new_state, state, strict=True)
+        ]
         if counts is None:
             batch = x.shape[1]
             long = dict(dtype=torch.int64, device=x.device)
@@ -56,6 +58,4 @@ def _layer_kernel(kind: str):
 KERNELS = {kind: _layer_kernel(kind) for kind in custom_ops.LAYERS}
 
 for _kind, _layer in custom_ops.LAYERS.items():
-    torch.library.register_kernel(
-        f"{custom_ops.NAMESPACE}::{_layer.name}", "cuda", KERNELS[_kind]
-    )
+    torch.library.register_kernel(f"{custom_ops.NAMESPACE}::{_layer.name}", "cuda", KERNELS[_kind])

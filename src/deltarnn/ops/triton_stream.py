@@ -46,7 +46,11 @@ class StackStreamer:
         count: keep the last step's send counts (:meth:`counts`).
         weights: ``"float32"`` (the weights' own dtype: float32, float16 or bfloat16). 8-bit
             weights are not implemented by this backend (:class:`BackendError`).
-        resync_every: period of the dense memory re-sync; this backend runs without one (0).
+        resync_every: period of the dense memory re-sync. Only 0 (no periodic re-sync, no
+            bound re-sync either) is implemented here so far; any other value raises
+            :class:`BackendError` rather than run without the rule. Until the kernels have it,
+            this class is not the ``triton`` backend's ``StackStreamer`` (automatic selection
+            would hand it the modules' default period).
         use_graph: capture CUDA graphs (default: on CUDA).
 
     Example::
@@ -199,5 +203,5 @@ class StackStreamer:
     def counts(self) -> list[DeltaCounts]:
         """The last step's send counts per layer, T = 1 (copies); needs ``count=True``."""
         if self._counts is None:
-            raise ConfigError("counts() needs a streamer built with count=True")
+            raise BackendError("counts() needs a streamer built with count=True")
         return [DeltaCounts(*(t.clone() for t in c)) for c in self._counts]
