@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +43,7 @@ import torch
 from torch import nn
 
 from deltarnn import functional as F
+from deltarnn.bench.harness import environment as bench_environment
 from deltarnn.bench.inputs import THETA_X, calibrate, controlled_sequence
 from deltarnn.ops import triton as tb
 from deltarnn.ops import triton_common
@@ -550,14 +550,13 @@ def evaluate_targets(rows: list[Row]) -> dict:
 
 
 def environment(device: torch.device) -> dict:
+    """The shared harness's environment (versions, CPU, load), and the GPU's."""
     import triton
 
-    return {
+    return bench_environment() | {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
-        "python": platform.python_version(),
         "interpreter": triton_common.interpret(),
     }
 
