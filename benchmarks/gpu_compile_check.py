@@ -291,7 +291,7 @@ def specialise(module, launch):
     consts = " ".join(f"{names[k[0]]}={v}" for k, v in sorted(constexprs.items()))
     aligned = [names[k[0]] for k, v in sorted(attrs.items()) if v]
     dtypes = sorted({t for t in signature.values() if t.startswith("*")})
-    variant = f"{consts} | {','.join(dtypes)} | warps={options.num_warps} | div16: {len(aligned)}"
+    variant = f"{consts}; {','.join(dtypes)}; warps={options.num_warps}; div16: {len(aligned)}"
     key = (launch["kernel"], json.dumps(specialization, default=str), str(options))
     return key, variant, (launch["kernel"], signature, constexprs, attrs, options.__dict__)
 
