@@ -8,10 +8,10 @@ DELTARNN_DATA ?= $(abspath ../shared/data)
 export DELTARNN_DATA
 
 BIN := $(VENV)/bin
-LINT_PATHS := $(wildcard src tests benchmarks experiments examples)
+LINT_PATHS := $(wildcard src tests benchmarks experiments examples docs)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench gpu-compile clean
+.PHONY: demo test lint format docs bench gpu-compile clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (equations, API reference, tutorial) into build/docs; any Sphinx
+# warning (a broken docstring, a dangling reference) fails the build. Offline: no intersphinx.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs build/docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

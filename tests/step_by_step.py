@@ -1,4 +1,4 @@
-"""An independent, element-by-element implementation of DESIGN.md §1 in NumPy (float64).
+"""An independent, element-by-element implementation of docs/equations.rst in NumPy (float64).
 
 Written from the equations without sharing code with the package, so that the package's spec
 can be tested against it. Deliberately naive: loops over steps, samples and units.

@@ -28,7 +28,9 @@ from .nn import (
     DeltaLSTMCell,
     DeltaLSTMState,
     DeltaRNNState,
+    convert,
     from_torch,
+    revert,
     to_torch,
 )
 
@@ -51,9 +53,11 @@ __all__ = [
     "ShapeError",
     "ThresholdError",
     "__version__",
+    "convert",
     "export_c",
     "from_torch",
     "functional",
     "measure",
+    "revert",
     "to_torch",
 ]

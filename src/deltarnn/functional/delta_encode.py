@@ -1,4 +1,4 @@
-"""Delta encoding against the last value sent (DESIGN.md §1)."""
+"""Delta encoding against the last value sent (equations: docs/equations.rst)."""
 
 from __future__ import annotations
 

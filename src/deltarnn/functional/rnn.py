@@ -97,7 +97,7 @@ def delta_gru(
     count: bool = False,
     h_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, DeltaGRUState, DeltaCounts | None]:
-    r"""One delta GRU layer over a sequence (DESIGN.md §1).
+    r"""One delta GRU layer over a sequence (equations: docs/equations.rst).
 
     .. math::
         \Delta x_t &= \mathrm{delta}(x_t, \hat{x}_{t-1}, \Theta_x), \quad
@@ -168,7 +168,7 @@ def delta_lstm(
     count: bool = False,
     h_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
-    r"""One delta LSTM layer over a sequence (DESIGN.md §1).
+    r"""One delta LSTM layer over a sequence (equations: docs/equations.rst).
 
     .. math::
         M_t &= W_{ih}\Delta x_t + W_{hh}\Delta h_t + M_{t-1} \quad (\text{one memory per gate } i|f|g|o) \\

@@ -56,9 +56,9 @@ class DeltaCounts(NamedTuple):
         ux: number of input columns non-zero for *any* sample of the batch, shape (T,), int64.
             These are the columns a batched engine has to fetch.
         uh: the same for hidden columns, shape (T,), int64.
-        abs_x: sum over features of |Δx| per step and sample, shape (T, B), differentiable, for
+        abs_x: sum over features of ``|Δx|`` per step and sample, shape (T, B), differentiable, for
             the L1 cost on the deltas (the reference backend fills it; kernels may leave None).
-        abs_h: the same for |Δh|.
+        abs_h: the same for ``|Δh|``.
     """
 
     nx: Tensor

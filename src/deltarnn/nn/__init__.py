@@ -2,7 +2,7 @@
 
 from ..functional import DeltaGRUState, DeltaLSTMState
 from .cells import DeltaGRUCell, DeltaLSTMCell
-from .convert import from_torch, to_torch
+from .convert import convert, from_torch, revert, to_torch
 from .rnn import DeltaGRU, DeltaLSTM, DeltaRNNState
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "DeltaLSTMCell",
     "DeltaLSTMState",
     "DeltaRNNState",
+    "convert",
     "from_torch",
+    "revert",
     "to_torch",
 ]

@@ -91,13 +91,14 @@ class DeltaGRUCell(_CellMixin, DeltaGRU):
 
     Inputs: ``input, state``
         input: (B, I) or (I,) unbatched.
-        state: a :class:`~deltarnn.functional.DeltaGRUState` from the previous step; or a tensor
-            h (B, H) / (H,) to start a fresh stream from (x̂ = ĥ = 0); or ``None``.
+        state: a :class:`~deltarnn.functional.DeltaGRUState` from the previous step, a tensor
+        h (B, H) / (H,) to start a fresh stream from (x̂ = ĥ = 0), or ``None``.
 
     Outputs: ``h, state``: h (B, H) or (H,), and the state to pass to the next step.
     """
 
     def forward(self, input: Tensor, state=None):
+        """One step: ``h, state = cell(x, state)`` (see the class docstring for the shapes)."""
         return self._step(input, state, hx_fields=1)
 
 
@@ -111,4 +112,5 @@ class DeltaLSTMCell(_CellMixin, DeltaLSTM):
     """
 
     def forward(self, input: Tensor, state=None):
+        """One step: ``h, state = cell(x, state)`` (see the class docstring for the shapes)."""
         return self._step(input, state, hx_fields=2)

@@ -345,7 +345,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
 class DeltaGRU(_DeltaRNNBase):
     r"""A multi-layer delta GRU: ``torch.nn.GRU`` that sends only the changes above a threshold.
 
-    For each layer and step (DESIGN.md §1; Neil et al., ICML 2017)::
+    For each layer and step (Neil et al., ICML 2017; docs/equations.rst)::
 
         Δx_t = x_t - x̂_{t-1} where |x_t - x̂_{t-1}| > Θx, else 0   (x̂ keeps the last value sent)
         Δh_t = h_{t-1} - ĥ_{t-1} where |h_{t-1} - ĥ_{t-1}| > Θh, else 0
@@ -377,6 +377,15 @@ class DeltaGRU(_DeltaRNNBase):
     gates = 3
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Run all layers over ``input`` from a fresh stream (x̂ = ĥ = 0, memories at the biases).
+
+        Args:
+            input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
+            hx: h_0 of every layer, (L, B, H) or (L, H) unbatched; zeros when ``None``.
+
+        Returns:
+            ``(output, h_n)``: output (T, B, H) in the input's layout, h_n (L, B, H) or (L, H).
+        """
         x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
         h0 = None if hx is None else self._check_h0(hx, "hx", x.shape[1], unbatched)
         out, state, _ = self._run(x, self.initial_state(x.shape[1], h0), count=False)
@@ -404,6 +413,16 @@ class DeltaLSTM(_DeltaRNNBase):
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run all layers over ``input`` from a fresh stream (x̂ = ĥ = 0, memories at the biases).
+
+        Args:
+            input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
+            hx: ``(h_0, c_0)``, each (L, B, H) or (L, H) unbatched; zeros when ``None``.
+
+        Returns:
+            ``(output, (h_n, c_n))``: output (T, B, H) in the input's layout, h_n and c_n
+            (L, B, H) or (L, H).
+        """
         x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
         h0 = c0 = None
         if hx is not None:

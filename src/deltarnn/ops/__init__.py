@@ -25,6 +25,7 @@ from types import ModuleType
 import torch
 
 from ..errors import BackendError
+from .choice_log import log_auto_choice
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,13 @@ def select_backend(
     silent fallback.
     """
     if name == "auto":
+        skipped = []
         for candidate in BACKENDS:
             module = load_backend(candidate)
             if module is not None and module.supports(device, dtype, needs_grad):
+                log_auto_choice(candidate, skipped, torch.device(device), dtype, needs_grad)
                 return module
+            skipped.append((candidate, module is None))
         raise BackendError("no backend supports this call")  # unreachable: reference runs anywhere
     module = load_backend(name)
     if module is None:
