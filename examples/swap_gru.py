@@ -1,17 +1,21 @@
 """Swap torch.nn.GRU for a delta GRU on a real recording and print what it saves.
 
 Run from the repository root: ``.venv/bin/python examples/swap_gru.py`` (DELTARNN_DATA must point
-at a folder holding fsdd/recordings; ``make`` sets it to ../shared/data).
+at a folder holding fsdd/recordings; ``make`` sets it to ../shared/data). ``--download`` fetches
+the recordings into the data root first when they are not there.
 """
+
+import sys
 
 import torch
 
 import deltarnn
-from deltarnn.data import load_audio, log_mel
-from deltarnn.data.fsdd import recordings_dir
+from deltarnn.data import list_recordings, load_audio, log_mel
 
 torch.manual_seed(0)
-wave, rate = load_audio(recordings_dir() / "7_jackson_0.wav")
+# A clear error (DataNotFoundError) naming where the data was looked for, if it is not there.
+recordings = {r.path.name: r.path for r in list_recordings(download="--download" in sys.argv)}
+wave, rate = load_audio(recordings["7_jackson_0.wav"])
 x = torch.from_numpy(log_mel(wave, rate)).unsqueeze(1)  # (T, B=1, 40) log-mel frames
 x = (x - x.mean(0)) / x.std(0)  # per-band standardisation
 

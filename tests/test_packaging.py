@@ -7,6 +7,8 @@ import sys
 import zipfile
 from email.parser import Parser
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -29,3 +31,14 @@ def test_wheel_has_license_py_typed_and_metadata(tmp_path):
     assert metadata["License-Expression"] == "MIT"
     assert "Typing :: Typed" in metadata.get_all("Classifier")
     assert metadata.get_all("Project-URL")
+
+
+def test_every_public_name_resolves_and_is_listed():
+    import deltarnn
+
+    assert set(deltarnn.__all__) == {*deltarnn._EXPORTS, *deltarnn._SUBMODULES, "__version__"}
+    for name in deltarnn.__all__:
+        assert getattr(deltarnn, name) is not None
+    assert deltarnn.DeltaGRU.__module__ == "deltarnn.nn.rnn"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        deltarnn.nope  # noqa: B018

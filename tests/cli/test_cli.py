@@ -43,9 +43,9 @@ def test_cost_table_from_npy(tmp_path, capsys):
         )
         == 0
     )
-    out = capsys.readouterr().out
-    assert "delta LSTM: I=6 H=16 layers=2 T=30 B=1" in out
-    assert "all" in out
+    captured = capsys.readouterr()
+    assert "delta LSTM: I=6 H=16 layers=2 T=30 B=1" in captured.err
+    assert "all" in captured.out
 
 
 def test_cost_rejects_bad_input_file(tmp_path, capsys):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+
+from .options import add_download_argument, fetch_fsdd
 
 HELP = "train a small GRU on FSDD, retrain it as a delta network, print accuracy and cost tables"
 
@@ -18,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--theta", type=float, default=0.3, help="Θx = Θh of the delta model")
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_download_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     start = time.time()
+    if args.download:
+        fetch_fsdd(args.root)
     out = Path(args.out)
     base = TrainConfig.from_dict(
         {
@@ -42,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(base.data)
     print(
         f"FSDD split by {args.split}: {len(data.train)} train, {len(data.test)} test recordings "
-        f"(features ready after {time.time() - start:.0f} s)"
+        f"(features ready after {time.time() - start:.0f} s)",
+        file=sys.stderr,
     )
     dense_dir = out / "dense"
     dense = train(base, dense_dir, resume=False, force=True, progress=True)
@@ -79,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
         )
     spec = ReportSpec(f"FSDD digits, split by {args.split}", target=9.0, percent=True)
     plot(summarise(rows, spec), spec, [out / "plot.png"])
-    print(f"\nplot: {out / 'plot.png'}   ({time.time() - start:.0f} s in all)")
+    print(f"\nplot: {out / 'plot.png'}   ({time.time() - start:.0f} s in all)", file=sys.stderr)
     return 0

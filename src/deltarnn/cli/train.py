@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from .options import add_download_argument, config_keys, fetch_fsdd
 
 HELP = "train a delta GRU/LSTM (dense, rounding, noise, delta, L1, learnable thresholds)"
 
@@ -49,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the folder holds a run of another config: discard it and start this one",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_download_argument(p)
+    from ..train import TrainConfig
+
+    p.epilog = "config keys for --set (with their defaults, as JSON):\n" + "\n".join(
+        config_keys(TrainConfig)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    if args.download:
+        fetch_fsdd(cfg.data.root)
     metrics = train(
         cfg, args.out, resume=not args.no_resume, force=args.force, progress=not args.quiet
     )
@@ -67,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if "cost_table" in metrics:
         summary = {k: metrics[k] for k in ("metric", "value", "n_test") if k in metrics}
         print(json.dumps(summary))
-        print(metrics["cost_table"])
-    print(f"run folder: {args.out}")
+        print(metrics["cost_table"], file=sys.stderr)
+    print(f"run folder: {args.out}", file=sys.stderr)
     return 0

@@ -23,7 +23,8 @@ import torch
 
 from ..errors import ConfigError, ShapeError
 from ._files import atomic_path, fingerprint, hash_key
-from .root import PathLike, cache_dir
+from .errors import DataNotFoundError
+from .root import DATA_ENV, PathLike, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,16 @@ def load_audio(path: PathLike, sample_rate: int | None = None) -> tuple[np.ndarr
 
     Returns:
         ``(waveform (N,) float32, sample_rate)``.
+
+    Raises:
+        DataNotFoundError: there is no file at ``path``.
     """
     import soundfile as sf
 
+    if not Path(path).is_file():  # soundfile's own error for this is an opaque LibsndfileError
+        raise DataNotFoundError(
+            f"audio file {path} does not exist (data sets are read from ${DATA_ENV})"
+        )
     waveform, rate = sf.read(str(path), dtype="float32", always_2d=True)
     waveform = waveform.mean(axis=1)  # mono mix: a no-op for the mono data sets used here
     if sample_rate is not None and rate != sample_rate:
