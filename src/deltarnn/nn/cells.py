@@ -45,6 +45,25 @@ class _CellMixin:
     def _param_name(name: str, k: int) -> str:
         return name
 
+    # A cell has one layer: its thresholds are tensors, not one-element tuples.
+    @property
+    def theta_x(self) -> Tensor:
+        """Θx as stored, shape () or (I,); assigning calls :meth:`set_thresholds`."""
+        return self.theta_x_l0
+
+    @theta_x.setter
+    def theta_x(self, value: V.ThetaLike) -> None:
+        self.set_thresholds(theta_x=value)
+
+    @property
+    def theta_h(self) -> Tensor:
+        """Θh as stored, shape () or (H,); assigning calls :meth:`set_thresholds`."""
+        return self.theta_h_l0
+
+    @theta_h.setter
+    def theta_h(self, value: V.ThetaLike) -> None:
+        self.set_thresholds(theta_h=value)
+
     def _step(self, input: Tensor, state, hx_fields: int):
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):
             raise ShapeError(

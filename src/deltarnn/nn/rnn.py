@@ -161,6 +161,27 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         """The installed ``(x_transform, h_transform)`` (see :meth:`set_transforms`)."""
         return self._x_transform, self._h_transform
 
+    def _stored(self, kind: str) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, f"theta_{kind}_l{k}") for k in range(self.num_layers))
+
+    @property
+    def theta_x(self) -> tuple[Tensor, ...]:
+        """Θx of each layer as stored, shape () or (I_k,); assigning calls :meth:`set_thresholds`."""
+        return self._stored("x")
+
+    @theta_x.setter
+    def theta_x(self, value: V.ThetaArg) -> None:
+        self.set_thresholds(theta_x=value)
+
+    @property
+    def theta_h(self) -> tuple[Tensor, ...]:
+        """Θh of each layer as stored, shape () or (H,); assigning calls :meth:`set_thresholds`."""
+        return self._stored("h")
+
+    @theta_h.setter
+    def theta_h(self, value: V.ThetaArg) -> None:
+        self.set_thresholds(theta_h=value)
+
     def thresholds(self, k: int) -> tuple[Tensor, Tensor]:
         """Θx and Θh of layer k, expanded to shapes (I_k,) and (H,)."""
         features, hidden = self.layer_sizes(k)
@@ -204,6 +225,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        s += f", theta_x={_theta_repr(self._stored('x'))}, theta_h={_theta_repr(self._stored('h'))}"
         return s + f", backend={self.backend!r}"
 
     # -- state ---------------------------------------------------------------------------------
@@ -340,6 +362,20 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         )
         V.check_shape(h0, name, expected, self._like)
         return h0.unsqueeze(1) if unbatched else h0
+
+
+def _theta_repr(per_layer: tuple[Tensor, ...]) -> str:
+    """``0.1``; ``[0.1, 0.2]`` per layer; ``<40 values in [0, 0.3]>`` for a per-feature Θ."""
+
+    def one(t: Tensor) -> str:
+        values = t.detach().flatten().tolist()
+        lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+        if lo == hi:
+            return f"{lo:.4g}"
+        return f"<{len(values)} values in [{lo:.4g}, {hi:.4g}]>"
+
+    shown = [one(t) for t in per_layer]
+    return shown[0] if len(set(shown)) == 1 else "[" + ", ".join(shown) + "]"
 
 
 class DeltaGRU(_DeltaRNNBase):
