@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..errors import ShapeError
 from . import validate as V
-from .rnn import DeltaGRU, DeltaLSTM, LayerState
+from .rnn import DeltaGRU, DeltaLSTM, LayerState, ThresholdAttribute
 
 
 class _CellMixin:
@@ -46,23 +46,8 @@ class _CellMixin:
         return name
 
     # A cell has one layer: its thresholds are tensors, not one-element tuples.
-    @property
-    def theta_x(self) -> Tensor:
-        """Θx as stored, shape () or (I,); assigning calls :meth:`set_thresholds`."""
-        return self.theta_x_l0
-
-    @theta_x.setter
-    def theta_x(self, value: V.ThetaLike) -> None:
-        self.set_thresholds(theta_x=value)
-
-    @property
-    def theta_h(self) -> Tensor:
-        """Θh as stored, shape () or (H,); assigning calls :meth:`set_thresholds`."""
-        return self.theta_h_l0
-
-    @theta_h.setter
-    def theta_h(self, value: V.ThetaLike) -> None:
-        self.set_thresholds(theta_h=value)
+    theta_x = ThresholdAttribute("x", single=True)
+    theta_h = ThresholdAttribute("h", single=True)
 
     def _step(self, input: Tensor, state, hx_fields: int):
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):

@@ -27,6 +27,23 @@ DeltaRNNState = tuple[LayerState, ...]
 LayerTransform = Callable[[Tensor, int], Tensor]
 
 
+class ThresholdAttribute:
+    """``module.theta_x`` / ``theta_h``: the stored thresholds of each layer, shape () or
+    (features,), as a tuple (a cell's: one tensor); assigning one calls ``set_thresholds``."""
+
+    def __init__(self, kind: str, single: bool = False) -> None:
+        self.kind, self.single = kind, single
+
+    def __get__(self, module, owner=None):
+        if module is None:
+            return self
+        stored = module._stored(self.kind)
+        return stored[0] if self.single else stored
+
+    def __set__(self, module, value: V.ThetaArg) -> None:
+        module.set_thresholds(**{f"theta_{self.kind}": value})
+
+
 class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
     """Shared machinery of :class:`DeltaGRU` and :class:`DeltaLSTM` (``mode`` "GRU" or "LSTM")."""
 
@@ -164,23 +181,8 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
     def _stored(self, kind: str) -> tuple[Tensor, ...]:
         return tuple(getattr(self, f"theta_{kind}_l{k}") for k in range(self.num_layers))
 
-    @property
-    def theta_x(self) -> tuple[Tensor, ...]:
-        """Θx of each layer as stored, shape () or (I_k,); assigning calls :meth:`set_thresholds`."""
-        return self._stored("x")
-
-    @theta_x.setter
-    def theta_x(self, value: V.ThetaArg) -> None:
-        self.set_thresholds(theta_x=value)
-
-    @property
-    def theta_h(self) -> tuple[Tensor, ...]:
-        """Θh of each layer as stored, shape () or (H,); assigning calls :meth:`set_thresholds`."""
-        return self._stored("h")
-
-    @theta_h.setter
-    def theta_h(self, value: V.ThetaArg) -> None:
-        self.set_thresholds(theta_h=value)
+    theta_x = ThresholdAttribute("x")
+    theta_h = ThresholdAttribute("h")
 
     def thresholds(self, k: int) -> tuple[Tensor, Tensor]:
         """Θx and Θh of layer k, expanded to shapes (I_k,) and (H,)."""
