@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
@@ -18,6 +19,7 @@ from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
 from ..ops import select_backend
 from . import capture
 from . import validate as V
+from .packed import forward_packed
 
 log = logging.getLogger(__name__)
 
@@ -414,21 +416,32 @@ class DeltaGRU(_DeltaRNNBase):
     mode = "GRU"
     gates = 3
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None, *, count: bool = False
+    ) -> tuple[Tensor | PackedSequence, Tensor] | tuple[Tensor | PackedSequence, Tensor, list]:
         """Run all layers over ``input`` from a fresh stream (x̂ = ĥ = 0, memories at the biases).
 
         Args:
-            input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
+            input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched; or a
+                ``PackedSequence`` of variable-length sequences (padded steps are never run).
             hx: h_0 of every layer, (L, B, H) or (L, H) unbatched; zeros when ``None``.
+            count: also return each layer's :class:`~deltarnn.functional.DeltaCounts`, (T, B)
+                (zeros at the padded steps of a packed input), for
+                :meth:`~deltarnn.CostReport.from_counts`: the cost of this very run.
 
         Returns:
-            ``(output, h_n)``: output (T, B, H) in the input's layout, h_n (L, B, H) or (L, H).
+            ``(output, h_n)``: output (T, B, H) in the input's layout (a ``PackedSequence`` for
+            a packed input), h_n (L, B, H) or (L, H), for a packed input at each sequence's
+            own last step; ``(output, h_n, counts)`` with ``count``.
         """
+        if isinstance(input, PackedSequence):
+            return forward_packed(self, input, hx, count)
         x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
         h0 = None if hx is None else self._check_h0(hx, "hx", x.shape[1], unbatched)
-        out, state, _ = self._run(x, self.initial_state(x.shape[1], h0), count=False)
+        out, state, counts = self._run(x, self.initial_state(x.shape[1], h0), count=count)
         h_n = torch.stack([s.h for s in state])
-        return self._restore_layout(out, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+        result = self._restore_layout(out, unbatched), (h_n.squeeze(1) if unbatched else h_n)
+        return (*result, counts) if count else result
 
 
 class DeltaLSTM(_DeltaRNNBase):
@@ -449,18 +462,26 @@ class DeltaLSTM(_DeltaRNNBase):
     gates = 4
 
     def forward(
-        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        self,
+        input: Tensor | PackedSequence,
+        hx: tuple[Tensor, Tensor] | None = None,
+        *,
+        count: bool = False,
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]] | tuple:
         """Run all layers over ``input`` from a fresh stream (x̂ = ĥ = 0, memories at the biases).
 
         Args:
-            input: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
+            input: as for :meth:`DeltaGRU.forward`, a ``PackedSequence`` included.
             hx: ``(h_0, c_0)``, each (L, B, H) or (L, H) unbatched; zeros when ``None``.
+            count: as for :meth:`DeltaGRU.forward`.
 
         Returns:
-            ``(output, (h_n, c_n))``: output (T, B, H) in the input's layout, h_n and c_n
-            (L, B, H) or (L, H).
+            ``(output, (h_n, c_n))``: output (T, B, H) in the input's layout (or packed), h_n
+            and c_n (L, B, H) or (L, H), at each sequence's own last step for a packed input;
+            ``(output, (h_n, c_n), counts)`` with ``count``.
         """
+        if isinstance(input, PackedSequence):
+            return forward_packed(self, input, hx, count)
         x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
         h0 = c0 = None
         if hx is not None:
@@ -468,9 +489,10 @@ class DeltaLSTM(_DeltaRNNBase):
                 raise ShapeError("hx must be a tuple (h_0, c_0) for an LSTM")
             h0 = self._check_h0(hx[0], "h_0", x.shape[1], unbatched)
             c0 = self._check_h0(hx[1], "c_0", x.shape[1], unbatched)
-        out, state, _ = self._run(x, self.initial_state(x.shape[1], h0, c0), count=False)
+        out, state, counts = self._run(x, self.initial_state(x.shape[1], h0, c0), count=count)
         h_n = torch.stack([s.h for s in state])
         c_n = torch.stack([s.c for s in state])
         if unbatched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return self._restore_layout(out, unbatched), (h_n, c_n)
+        result = self._restore_layout(out, unbatched), (h_n, c_n)
+        return (*result, counts) if count else result
