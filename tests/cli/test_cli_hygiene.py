@@ -125,7 +125,17 @@ def test_missing_data_message_names_the_download_flag(tmp_path, monkeypatch, cap
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def no_tqdm_thread():
+    """tqdm starts a monitor thread even for disabled bars; a live thread allocates now and
+    then and would show in the allocation tests of later modules."""
+    tqdm = pytest.importorskip("tqdm").tqdm
+    interval, tqdm.monitor_interval = tqdm.monitor_interval, 0
+    yield
+    tqdm.monitor_interval = interval
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, no_tqdm_thread):
     from deltarnn.data import DataNotFoundError, list_recordings
 
     try:
