@@ -6,10 +6,11 @@ import subprocess
 import sys
 import zipfile
 from email.parser import Parser
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_has_license_py_typed_and_metadata(tmp_path):
