@@ -25,6 +25,7 @@ _EXPORTS = {
     "ExportError": "deltarnn.errors",
     "ShapeError": "deltarnn.errors",
     "ThresholdError": "deltarnn.errors",
+    "CostAccumulator": "deltarnn.cost",
     "CostReport": "deltarnn.cost",
     "measure": "deltarnn.cost",
     "export_c": "deltarnn.export",
@@ -46,6 +47,7 @@ __all__ = [  # the same names as _EXPORTS and _SUBMODULES, spelled out for linte
     "BackendError",
     "CheckpointError",
     "ConfigError",
+    "CostAccumulator",
     "CostReport",
     "DTypeError",
     "DeltaGRU",
@@ -87,7 +89,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from . import functional
-    from .cost import CostReport, measure
+    from .cost import CostAccumulator, CostReport, measure
     from .errors import (
         BackendError,
         CheckpointError,

@@ -1,5 +1,6 @@
 """The accountant: the paper's analytic cost model and counts from observed send masks."""
 
+from .accumulate import CostAccumulator
 from .measure import measure
 from .model import (
     GATES,
@@ -14,6 +15,7 @@ from .report import CostReport, DeltaModule, LayerCost, layer_cost_from_counts, 
 
 __all__ = [
     "GATES",
+    "CostAccumulator",
     "CostReport",
     "DeltaModule",
     "LayerCost",

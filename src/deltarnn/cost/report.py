@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, ShapeError
 from ..functional import DeltaCounts
+from . import neurobench
 from .model import GATES, product_cost
 
 
@@ -224,10 +225,16 @@ class DeltaModule(Protocol):
 
 @dataclass
 class CostReport:
-    """Per-layer and total cost of a delta network over a run. ``str(report)`` is a table."""
+    """Per-layer and total cost of a delta network over a run. ``str(report)`` is a table.
+
+    ``footprint_bytes`` and ``connection_sparsity`` describe the module (see
+    :mod:`deltarnn.cost.neurobench`); :meth:`from_counts` fills them in.
+    """
 
     layers: list[LayerCost] = field(default_factory=list)
     backend: str | None = None
+    footprint_bytes: int | None = None
+    connection_sparsity: float | None = None
 
     @classmethod
     def from_counts(
@@ -272,7 +279,12 @@ class CostReport:
                     k, module.mode, features, hidden, c, weight_bytes, act_bytes, valid
                 )
             )
-        return cls(layers, backend=module.last_backend)
+        return cls(
+            layers,
+            backend=module.last_backend,
+            footprint_bytes=neurobench.footprint_bytes(module, weight_bytes, act_bytes),
+            connection_sparsity=neurobench.connection_sparsity(module),
+        )
 
     def total(self, name: str) -> int | None:
         values = [getattr(layer, name) for layer in self.layers]
@@ -307,11 +319,26 @@ class CostReport:
         offered = sum(x.steps * x.hidden_size for x in self.layers)
         return sum(x.sent_h for x in self.layers) / max(1, offered)
 
+    @property
+    def effective_macs(self) -> int:
+        """NeuroBench's effective MACs: those with a non-zero activation, i.e. the delta MACs."""
+        return self.total("delta_macs")
+
+    @property
+    def activation_sparsity(self) -> float:
+        """NeuroBench's activation sparsity: the fraction of zero deltas (x and h together)."""
+        offered = sum(x.steps * (x.input_size + x.hidden_size) for x in self.layers)
+        sent = sum(x.sent_x + x.sent_h for x in self.layers)
+        return 1.0 - sent / max(1, offered)
+
     def __add__(self, other: CostReport) -> CostReport:
         if len(self.layers) != len(other.layers):
             raise ValueError("can only add reports of the same network")
         return CostReport(
-            [a + b for a, b in zip(self.layers, other.layers, strict=True)], self.backend
+            [a + b for a, b in zip(self.layers, other.layers, strict=True)],
+            self.backend,
+            self.footprint_bytes,
+            self.connection_sparsity,
         )
 
     def to_dict(self) -> dict:
@@ -322,6 +349,12 @@ class CostReport:
             "backend": self.backend,
             "layers": [x.to_dict() for x in self.layers],
             "total": totals,
+            "neurobench": {
+                "effective_macs": self.effective_macs,
+                "activation_sparsity": self.activation_sparsity,
+                "footprint_bytes": self.footprint_bytes,
+                "connection_sparsity": self.connection_sparsity,
+            },
         }
 
     def table(self) -> str:
