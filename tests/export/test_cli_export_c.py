@@ -41,9 +41,10 @@ def test_export_c_from_safetensors(cc, fsdd_frames, tmp_path, capsys):
     np.testing.assert_array_equal(sent_h, ref_h)
 
 
-def test_export_c_refuses_a_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run folder or an existing .safetensors"):
-        main(["export-c", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "c")])
+def test_export_c_refuses_a_missing_file(tmp_path, capsys):
+    # the command prints the error and exits 2
+    assert main(["export-c", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "c")]) == 2
+    assert "run folder or an existing .safetensors" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 
