@@ -27,6 +27,7 @@ class _CellMixin:
         theta_x: V.ThetaLike = 0.0,
         theta_h: V.ThetaLike = 0.0,
         backend: str = "auto",
+        deterministic: bool = False,
     ) -> None:
         # torch's cell signature, on a one-layer module
         super().__init__(
@@ -39,6 +40,7 @@ class _CellMixin:
             theta_x=theta_x,
             theta_h=theta_h,
             backend=backend,
+            deterministic=deterministic,
         )
 
     @staticmethod

@@ -18,6 +18,7 @@ from ..errors import ConfigError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
 from ..ops import select_backend
 from . import capture
+from . import numerics as N
 from . import validate as V
 from .packed import forward_packed
 
@@ -68,6 +69,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         theta_x: V.ThetaArg = 0.0,
         theta_h: V.ThetaArg = 0.0,
         backend: str = "auto",
+        deterministic: bool = False,
     ) -> None:
         super().__init__()
         if bidirectional:
@@ -92,6 +94,10 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         self.bidirectional = False
         self.proj_size = 0
         self.backend = backend
+        if not isinstance(deterministic, bool):
+            raise ConfigError(f"deterministic must be a bool, got {deterministic!r}")
+        # float32 weights and I/O, float64 state and accumulation (see deltarnn.nn.numerics)
+        self.deterministic = deterministic
         self.last_backend: str | None = None
         self._x_transform: LayerTransform | None = None
         self._h_transform: LayerTransform | None = None
@@ -130,6 +136,11 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; biases are None without bias."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         return tuple(getattr(self, self._param_name(name, k), None) for name in names)
+
+    @property
+    def _compute_dtype(self) -> torch.dtype:
+        """The dtype of the layers' arithmetic and of the stream state."""
+        return N.compute_dtype(self._like.dtype, self.deterministic)
 
     @property
     def _like(self) -> Tensor:
@@ -230,6 +241,8 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         if self.dropout:
             s += f", dropout={self.dropout}"
         s += f", theta_x={_theta_repr(self._stored('x'))}, theta_h={_theta_repr(self._stored('h'))}"
+        if self.deterministic:
+            s += ", deterministic=True"
         return s + f", backend={self.backend!r}"
 
     # -- state ---------------------------------------------------------------------------------
@@ -251,7 +264,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             else:
                 c = None if c0 is None else c0[k]
                 states.append(F.lstm_initial_state(w_ih, b_ih, b_hh, batch_size, h, c))
-        return tuple(states)
+        return N.cast_state(tuple(states), self._compute_dtype)
 
     def _check_state(self, state: DeltaRNNState, batch: int) -> None:
         state_type = DeltaGRUState if self.mode == "GRU" else DeltaLSTMState
@@ -259,7 +272,8 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             raise ShapeError(
                 f"state must be a tuple of num_layers={self.num_layers} {state_type.__name__}"
             )
-        param = self._like
+        # the state is held in the dtype the layers compute in (float64 when deterministic)
+        param = self._like.new_empty(0, dtype=self._compute_dtype)
         for k, s in enumerate(state):
             if not isinstance(s, state_type):
                 raise ShapeError(
@@ -278,12 +292,14 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
 
     def _packed_weights(self, k: int, backend) -> object:
         w_ih, w_hh, _, _ = self.layer_weights(k)
+        dtype = self._compute_dtype  # .to() of the same dtype is the tensor itself
         if getattr(backend, "DIFFERENTIABLE", False) or getattr(backend, "LIVE_WEIGHTS", False):
-            return backend.pack(w_ih, w_hh)  # live parameters: autograd or a graph needs them
-        key = (backend.NAME, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
+            # live parameters: autograd or a graph needs them
+            return backend.pack(w_ih.to(dtype), w_hh.to(dtype))
+        key = (backend.NAME, dtype, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
         cached = self._packed.get(k)
         if cached is None or cached[0] != key:
-            cached = (key, backend.pack(w_ih.detach(), w_hh.detach()))
+            cached = (key, backend.pack(w_ih.detach().to(dtype), w_hh.detach().to(dtype)))
             self._packed[k] = cached
         return cached[1]
 
@@ -307,6 +323,9 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
     ) -> tuple[Tensor, DeltaRNNState, list[DeltaCounts] | None]:
         """All layers over x (T, B, I) from ``state``; the core every public entry point calls."""
         V.check_parameters(self)
+        io_dtype = x.dtype
+        x = x.to(self._compute_dtype)
+        state = N.cast_state(state, self._compute_dtype)  # exact: float32 fits in float64
         backend = self._choose_backend(x)
         self.last_backend = backend.NAME
         run_layer = backend.gru if self.mode == "GRU" else backend.lstm
@@ -316,7 +335,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
                 x = nn.functional.dropout(x, self.dropout, training=True)
             if self._x_transform is not None:
                 x = self._x_transform(x, k)
-            theta_x, theta_h = self.thresholds(k)
+            theta_x, theta_h = (t.to(x.dtype) for t in self.thresholds(k))
             packed = self._packed_weights(k, backend)
             # Only the reference backend takes h_transform (_choose_backend made sure of it).
             extra = {}
@@ -325,7 +344,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             x, s, c = run_layer(x, state[k], packed, theta_x, theta_h, count=count, **extra)
             new_states.append(s)
             counts.append(c)
-        return x, tuple(new_states), (counts if count else None)
+        return x.to(io_dtype), tuple(new_states), (counts if count else None)
 
     def stream(
         self, input: Tensor, state: DeltaRNNState | None = None, *, count: bool = False
@@ -402,6 +421,10 @@ class DeltaGRU(_DeltaRNNBase):
         backend: ``"auto"`` (the fastest that supports the call), ``"reference"``, ``"cpu"`` or
             ``"triton"`` or ``"fused"`` (training with a hand-written backward). The one that
             ran last is in :attr:`last_backend`.
+        deterministic: run a float32 module in float64 inside (float32 weights, input and
+            output; the stream state in float64), so that every backend takes the same send
+            decisions; without it float32 backends agree only until one decision differs
+            (see :mod:`deltarnn.nn.numerics`).
 
     Inputs: ``input, h_0``
         input: (T, B, I), (B, T, I) with ``batch_first``, or (T, I) unbatched.
@@ -416,8 +439,10 @@ class DeltaGRU(_DeltaRNNBase):
     mode = "GRU"
     gates = 3
 
+    # count is positional-or-keyword: torch.onnx's legacy exporter passes keyword-only
+    # parameters by position
     def forward(
-        self, input: Tensor | PackedSequence, hx: Tensor | None = None, *, count: bool = False
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None, count: bool = False
     ) -> tuple[Tensor | PackedSequence, Tensor] | tuple[Tensor | PackedSequence, Tensor, list]:
         """Run all layers over ``input`` from a fresh stream (x̂ = ĥ = 0, memories at the biases).
 
@@ -465,7 +490,6 @@ class DeltaLSTM(_DeltaRNNBase):
         self,
         input: Tensor | PackedSequence,
         hx: tuple[Tensor, Tensor] | None = None,
-        *,
         count: bool = False,
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]] | tuple:
         """Run all layers over ``input`` from a fresh stream (x̂ = ĥ = 0, memories at the biases).
