@@ -1,9 +1,9 @@
 """Deterministic mode: float32 weights and I/O, float64 state and accumulation.
 
 In float32 the backends sum the products in different orders, so their hidden states differ by
-about 1e-7; when a change |h - ĥ| lands that close to Θ, one backend sends it and another does
+about 1e-7; when a change ``|h - ĥ|`` lands that close to Θ, one backend sends it and another does
 not, and from there the two runs drift apart (a different value was sent, so every later memory
-differs). Rounding |Δ| the same way everywhere cannot help: the h being compared already differs.
+differs). Rounding ``|Δ|`` the same way everywhere cannot help: the h being compared already differs.
 
 With ``deterministic=True`` a float32 module keeps its float32 weights and takes and returns
 float32 tensors, but runs every layer in float64: the input and the weights are widened
