@@ -307,7 +307,7 @@ def clock(n_threads: int) -> Callable[[], float]:
     return time.thread_time if n_threads == 1 else time.perf_counter
 
 
-def _time_interleaved(
+def time_interleaved(
     timers: dict[str, Callable[[], None]], repeats: int, warmup: int, now: Callable[[], float]
 ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in timers}
@@ -331,7 +331,7 @@ def _measure_case(case: _Case, config: BenchConfig, run_delta: Callable) -> list
     bound = compute_speedup_bound("GRU", inputs, hidden, occ_x, occ_h)
     timers = _timers(case, config.methods)
     with torch.inference_mode():
-        times = _time_interleaved(timers, config.repeats, config.warmup, clock(config.threads))
+        times = time_interleaved(timers, config.repeats, config.warmup, clock(config.threads))
     medians = {name: statistics.median(ts) / steps for name, ts in times.items()}
     base = medians.get("torch_gru")
     extras = {}

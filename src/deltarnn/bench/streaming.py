@@ -301,8 +301,8 @@ def make_runners(
         if name in ("streamer", "streamer_int8") and not hasattr(delta, "streamer"):
             log.warning("%s: this version has no module.streamer; row left out", name)
             continue
-        if name == "cpu_streamer" and load_backend("cpu") is None:
-            log.warning("cpu_streamer: numba is not installed; row left out")
+        if name == "cpu_streamer" and not hasattr(load_backend("cpu"), "CPUStreamer"):
+            log.warning("cpu_streamer: no deltarnn.ops.cpu.CPUStreamer here; row left out")
             continue
         try:
             runners[name] = factories[name]()
