@@ -138,6 +138,8 @@ def test_cli_stream_prints_the_table_and_the_targets(capsys, tmp_path):
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "| gru-8 50% |" in printed and "| gru-8 Θ=0 |" in printed
+    summary = [line for line in printed.splitlines() if line.startswith("| gru-8 50% | 50 /")]
+    assert len(summary) == 1 and summary[0].count("x)") == 2  # stream and cells, vs dense
     assert "not measured" in printed  # the targets, judged (no streamer rows here)
     doc = json.loads(out.read_text())
     assert {r["method"] for r in doc["rows"]} == {"torch_rnn", "stream", "cells"}

@@ -168,7 +168,13 @@ def run_stream(args: argparse.Namespace) -> int:
     config = stream_config_from_args(args)
     rows, targets, info = streaming.run_streaming(config)
     document = streaming.to_json(rows, targets, config, info)
-    table = streaming.format_table(rows) + "\n\n" + streaming.format_targets(targets)
+    table = "\n\n".join(
+        (
+            streaming.summary_table(rows),
+            streaming.format_targets(targets),
+            streaming.format_table(rows),
+        )
+    )
     if args.json not in (None, "-"):
         Path(args.json).write_text(document + "\n")
     if args.markdown is not None:

@@ -628,6 +628,31 @@ def format_table(rows: Sequence[StreamRow]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: Sequence[StreamRow]) -> str:
+    """One line per case: the fastest dense baseline and every delta method's median (µs per
+    frame, with its speed-up over that baseline), and the cost-model bound."""
+    delta = [m for m in DELTA_METHODS if any(r.method == m for r in rows)]
+    lines = [
+        "| case | o_x / o_h | fastest dense µs | " + " | ".join(delta) + " | bound |",
+        "|---|---:|---:|" + "---:|" * len(delta) + "---:|",
+    ]
+    for case in dict.fromkeys(r.case for r in rows):
+        mine = {r.method: r for r in rows if r.case == case}
+        dense = min((r for r in mine.values() if r.dense), key=lambda r: r.us_median, default=None)
+        first = next(iter(mine.values()))
+        cells = [
+            case,
+            f"{100 * first.occupancy_x:.0f} / {100 * first.occupancy_h:.0f} %",
+            "" if dense is None else f"{dense.us_median:.1f} ({dense.method})",
+        ]
+        for m in delta:
+            r = mine.get(m)
+            cells.append("" if r is None else f"{r.us_median:.1f} ({r.vs_fastest_dense:.2f}x)")
+        cells.append(f"{first.bound:.1f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 @dataclass
 class Target:
     """One of the benchmark's targets, as measured."""
@@ -708,5 +733,6 @@ __all__ = [
     "format_targets",
     "run_case",
     "run_streaming",
+    "summary_table",
     "to_json",
 ]
