@@ -2,7 +2,8 @@
 
 The compiled module (inductor, ``fullgraph=True``) records one ``deltarnn::gru_layer`` operator
 per layer (README, "Export and compile"). Cases: a 2-layer GRU (I = 40, H = 128, Θ = 0.1) over a
-sequence of T = 100 frames and over T = 1 (one call per frame), and a ``DeltaGRUCell`` call. The
+sequence of T = 100 frames and over T = 1 (one call per frame), a ``DeltaGRUCell`` call, and
+the cell's operator called alone (no module code: what torch.compile itself adds per call). The
 input is a random walk on the grid k/4 in which 20 % of the features move per frame. Every
 compiled output is checked equal to eager first; times are medians of interleaved repeats
 (``deltarnn.bench.harness.time_interleaved``, thread CPU time).
@@ -21,6 +22,7 @@ import torch
 import deltarnn
 from deltarnn.bench import controlled_sequence, threads
 from deltarnn.bench.harness import clock, time_interleaved
+from deltarnn.ops import custom_ops
 
 
 def cases():
@@ -32,6 +34,12 @@ def cases():
     yield "DeltaGRU 2x128, T=100", gru, (x,), 100
     yield "DeltaGRU 2x128, T=1", gru, (x[:1],), 1
     yield "DeltaGRUCell 128, one call", cell, (x[0], state), 1
+    weights, (theta_x, theta_h) = cell.layer_weights(0)[:2], cell.thresholds(0)
+
+    def operator(frame, state):
+        return custom_ops.gru(frame.unsqueeze(0), state, weights, theta_x, theta_h)[:2]
+
+    yield "its operator alone, one call", operator, (x[0], state), 1
 
 
 def main(argv=None) -> int:

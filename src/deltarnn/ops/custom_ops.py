@@ -216,8 +216,9 @@ class _PackedCache:
     """Packed weights per (weight_ih, weight_hh) pair, served only while neither has changed.
 
     An entry is keyed by the two tensors' identities (held by weak references, so a freed tensor
-    whose id is reused is never matched) and stamped with their data pointers, version counters,
-    shapes and dtypes, so an in-place update or a replaced tensor repacks. Inference tensors keep
+    whose id is reused is never matched) and stamped with their data pointers and version
+    counters: an in-place update (``copy_``, ``resize_``, an optimizer step) bumps the version and
+    ``.data = ...`` moves the pointer, so either repacks. Inference tensors keep
     no version counter: they are packed at every call rather than risk serving stale weights.
     """
 
@@ -225,15 +226,11 @@ class _PackedCache:
         self.size = size
         self._entries: OrderedDict[tuple[int, int], tuple] = OrderedDict()
 
-    @staticmethod
-    def _stamp(w: Tensor) -> tuple:
-        return (w.data_ptr(), w._version, tuple(w.shape), w.stride(), w.dtype)
-
     def get(self, w_ih: Tensor, w_hh: Tensor, pack):
         if w_ih.is_inference() or w_hh.is_inference():
             return pack(w_ih, w_hh)
         key = (id(w_ih), id(w_hh))
-        stamp = self._stamp(w_ih) + self._stamp(w_hh)
+        stamp = (w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
         entry = self._entries.get(key)
         if entry is not None:
             ref_ih, ref_hh, old_stamp, old_pack, packed = entry
