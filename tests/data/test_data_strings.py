@@ -190,3 +190,49 @@ def test_real_fsdd_strings(data_root):
             assert all((r.take < 5) == (name == "test") for r in plan.recordings)
             assert feats.shape[1] == 40 and torch.isfinite(feats).all()
     assert ds_mod.NUM_CLASSES == 11
+
+
+def test_feature_splicer_matches_the_waveform_splice_inside_the_digits(tiny_root):
+    from deltarnn.data.feature_splice import FeatureSplicer
+    from deltarnn.data.features import FeatureParams
+
+    recs = fsdd.list_recordings(tiny_root)
+    params = FeatureParams()  # hop 80 samples, window 200: 2 edge frames
+    cfg = DigitStringConfig(max_digits=3, noise_std=1e-3)
+    splicer = FeatureSplicer(recs, params, cfg)
+    assert splicer.edge == 2
+    # First pause a whole number of hops: the first digit's frames sit where the waveform
+    # splice puts them, and its interior frames are identical.
+    plan = ds_mod.DigitString((recs[5], recs[40]), (800, 400, 240), noise_seed=7)
+    feats, labels = splicer.splice(plan)
+    wave, segments = synthesize(plan, 8000, cfg.noise_std)
+    ref = params.compute(wave)
+    n0 = len(params.compute_file(recs[5].path))
+    inner = slice(10 + 2, 10 + n0 - 2)  # 800 / 80 = 10 pause frames, then the digit
+    np.testing.assert_allclose(feats[inner], ref[inner], rtol=0, atol=1e-5)
+    assert abs(len(feats) - len(ref)) <= len(plan.recordings)
+    assert labels.dtype == np.int64 and len(labels) == len(feats)
+    assert set(labels[inner].tolist()) == {recs[5].digit + 1}
+    assert labels[:12].tolist() == [0] * 12  # pause and the replaced edge frames are blank
+    runs = [int(v) for i, v in enumerate(labels) if v and (i == 0 or labels[i - 1] != v)]
+    assert runs == [recs[5].digit + 1, recs[40].digit + 1]
+    # Pause frames are cut from the analysed pause noise.
+    assert np.abs(feats[:10] - splicer.pause[:1].mean()).max() < 3.0
+
+
+def test_feature_splicer_draws_fresh_deterministic_strings(tiny_root):
+    from deltarnn.data.feature_splice import FeatureSplicer
+
+    recs = fsdd.list_recordings(tiny_root)
+    splicer = FeatureSplicer(recs, config=DigitStringConfig(max_digits=4))
+    a = splicer.draw(12, seed=(0, 1))
+    b = splicer.draw(12, seed=(0, 1))
+    c = splicer.draw(12, seed=(0, 2))
+    assert len(a) == 12 and a.strings == b.strings and a.strings != c.strings
+    x, y = a[3]
+    assert x.dtype == torch.float32 and x.shape == (a.lengths()[3], 40)
+    assert y.tolist() == [d + 1 for d in a.strings[3].digits]
+    assert all(torch.equal(p, q) for p, q in zip(a.frame_labels, b.frame_labels, strict=True))
+    assert [len(f) for f in a.frame_labels] == a.lengths()
+    with pytest.raises(ConfigError, match="empty"):
+        FeatureSplicer([])

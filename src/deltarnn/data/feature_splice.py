@@ -1,0 +1,126 @@
+"""Digit strings spliced from per-recording features: fresh training strings every epoch.
+
+:class:`~deltarnn.data.digit_strings.DigitStringDataset` splices waveforms and analyses every
+string anew (the reference, used for validation and test). Drawing thousands of new strings per
+epoch that way costs more than the training step, so :class:`FeatureSplicer` assembles them from
+features computed once per recording: a string is the interior frames of its recordings (the
+frames whose analysis window lies inside the recording) separated by pause frames cut from the
+features of a long stretch of the same pause noise. Away from the junctions the frames are those
+of the waveform splice; at a junction the window that would straddle both sides is replaced by an
+abrupt switch. Pause lengths are the recipe's, rounded to frames.
+
+Shape legend: T frames of a string, F feature bands, L digits of a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ._dataset import FeatureSequenceDataset
+from .digit_strings import DigitString, DigitStringConfig, plan_digit_strings
+from .features import FeatureCache, FeatureParams, file_features
+from .fsdd import Recording
+
+# Seconds of pause noise analysed once; pauses are cut from it at a seeded offset.
+_PAUSE_SECONDS = 30.0
+
+
+class SplicedStrings(FeatureSequenceDataset[torch.Tensor]):
+    """Items ``(features (T, F) float32, labels (L,) int64)`` as in ``DigitStringDataset``.
+
+    Attributes:
+        strings: the :class:`~deltarnn.data.digit_strings.DigitString` recipe of every item.
+        frame_labels: (T,) int64 per item: the digit's class on its frames, 0 (blank) on pauses.
+    """
+
+    def __init__(
+        self,
+        features: list[np.ndarray],
+        strings: list[DigitString],
+        frame_labels: list[torch.Tensor],
+        transform=None,
+    ) -> None:
+        targets = [torch.tensor(s.labels, dtype=torch.int64) for s in strings]
+        super().__init__(features, targets, transform)
+        self.strings = strings
+        self.frame_labels = frame_labels
+
+
+class FeatureSplicer:
+    """Draws digit strings from one split's recordings, splicing precomputed features.
+
+    Args:
+        recordings: the split's recordings (features computed once, through ``cache``).
+        params: feature parameters (those of the validation and test strings).
+        config: how strings are drawn (lengths, pauses, noise level).
+        cache: feature cache, or ``None`` to compute without one.
+    """
+
+    def __init__(
+        self,
+        recordings: Sequence[Recording],
+        params: FeatureParams | None = None,
+        config: DigitStringConfig | None = None,
+        cache: FeatureCache | None = None,
+    ) -> None:
+        if not recordings:
+            raise ConfigError("recordings is empty: need at least one recording to splice")
+        self.recordings = list(recordings)
+        self.params = params or FeatureParams()
+        self.config = config or DigitStringConfig()
+        self.hop = max(1, round(self.params.sample_rate * self.params.hop_ms / 1000))
+        paths = [r.path for r in self.recordings]
+        computed = file_features(paths, self.params, cache)
+        self.features = {p: self._interior(f) for p, f in zip(paths, computed, strict=True)}
+        noise = np.random.default_rng(0).standard_normal(
+            round(_PAUSE_SECONDS * self.params.sample_rate)
+        )
+        pause = self.params.compute((noise * self.config.noise_std).astype(np.float32))
+        self.pause = self._interior(pause)
+
+    @property
+    def edge(self) -> int:
+        """Frames within half a window of an end of a recording (they saw the zero padding)."""
+        win = max(1, round(self.params.sample_rate * self.params.win_ms / 1000))
+        return -(-win // (2 * self.hop))
+
+    def _interior(self, f: np.ndarray) -> np.ndarray:
+        e = self.edge
+        return f[e : len(f) - e] if len(f) > 2 * e else f
+
+    def splice(self, plan: DigitString) -> tuple[np.ndarray, np.ndarray]:
+        """One string: ``(features (T, F) float32, frame labels (T,) int64)``."""
+        rng = np.random.default_rng(plan.noise_seed)
+        pieces, labels = [], []
+        last = len(plan.recordings)
+        for k, samples in enumerate(plan.pauses):
+            # The recordings' edge frames were dropped: pause frames take their place, so the
+            # string keeps the waveform splice's timing (a recording starts at frame p / hop).
+            frames = round(samples / self.hop) + self.edge * ((k > 0) + (k < last))
+            if frames:
+                start = int(rng.integers(0, max(1, len(self.pause) - frames)))
+                chunk = self.pause[start : start + frames]
+                while len(chunk) < frames:  # a pause longer than the analysed noise
+                    chunk = np.concatenate([chunk, self.pause[: frames - len(chunk)]])
+                pieces.append(chunk)
+                labels.append(np.zeros(frames, np.int64))
+            if k < len(plan.recordings):
+                rec = plan.recordings[k]
+                f = self.features[rec.path]
+                pieces.append(f)
+                labels.append(np.full(len(f), rec.digit + 1, np.int64))
+        return np.concatenate(pieces).astype(np.float32), np.concatenate(labels)
+
+    def draw(self, num_examples: int, seed: int | Sequence[int]) -> SplicedStrings:
+        """``num_examples`` new strings; the same seed gives the same strings."""
+        plans = plan_digit_strings(
+            self.recordings, num_examples, seed, self.config, self.params.sample_rate
+        )
+        spliced = [self.splice(p) for p in plans]
+        return SplicedStrings(
+            [f for f, _ in spliced], plans, [torch.from_numpy(y) for _, y in spliced]
+        )
