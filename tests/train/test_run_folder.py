@@ -53,6 +53,8 @@ def test_negative_or_non_finite_grad_clip_is_rejected(clip):
         ("method.int_bits=-1", "method.int_bits"),
         ("optim.lr_floor=2", "optim.lr_floor"),
         ('select_epoch="best_val"', "validation split"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("model.dropout=-0.1", "model.dropout"),
     ],
 )
 def test_bad_config_values_are_config_errors(override, match):

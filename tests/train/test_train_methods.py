@@ -213,3 +213,17 @@ def test_dense_fast_path_equals_the_delta_module_at_theta_zero(kind):
     torch.testing.assert_close(fast, slow)
     for g, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad)
+
+
+def test_model_dropout_reaches_the_rnn_and_acts_in_training_only():
+    model = SequenceModel(ModelConfig(hidden_size=8, num_layers=2, dropout=0.5), 4, 3)
+    assert model.rnn.dropout == 0.5
+    x, lengths = torch.randn(6, 2, 4), torch.tensor([6, 4])
+    model.eval()
+    torch.testing.assert_close(model(x, lengths), model(x, lengths))
+    model.train()
+    torch.manual_seed(0)
+    a = model(x, lengths)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, model(x, lengths))
+

@@ -118,3 +118,44 @@ def test_blocks_sum_consecutive_frames():
         blocks(v, 0)
     with pytest.raises(ShapeError):
         blocks(np.ones(3), 2)
+
+
+def test_metrics_keep_per_item_outcomes_that_add_up_to_the_metric():
+    import torch
+
+    from deltarnn.train import RMSE, Accuracy, Batch, ErrorRate
+
+    acc = Accuracy()
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    acc.update(
+        logits,
+        Batch(torch.zeros(1, 3, 1), torch.ones(3, dtype=torch.int64), torch.tensor([0, 0, 0])),
+    )
+    assert acc.per_item == [1.0, 0.0, 1.0]
+    assert acc.compute()["accuracy"] == pytest.approx(sum(acc.per_item) / 3)
+
+    # CTC: frames (T=3, B=2, C=3); item 0 decodes [1, 2], item 1 (2 valid frames) decodes [2].
+    logp = torch.full((3, 2, 3), -10.0)
+    for t, c in enumerate([1, 2, 2]):
+        logp[t, 0, c] = 0.0
+    for t, c in enumerate([2, 0, 1]):
+        logp[t, 1, c] = 0.0
+    er = ErrorRate("der")
+    er.update(
+        logp,
+        Batch(
+            torch.zeros(3, 2, 1),
+            torch.tensor([3, 2]),
+            torch.tensor([1, 2, 1, 1]),
+            target_lengths=torch.tensor([2, 2]),
+        ),
+    )
+    assert er.per_item == [(0, 2), (2, 2)]
+    edits, ref = map(sum, zip(*er.per_item, strict=True))
+    assert er.compute()["der"] == pytest.approx(edits / ref)
+
+    rmse = RMSE()
+    pred = torch.tensor([[1.0, 0.0], [2.0, 5.0], [0.0, 9.0]])
+    rmse.update(pred, Batch(torch.zeros(3, 2, 1), torch.tensor([3, 1]), torch.zeros(3, 2)))
+    assert rmse.per_item == [[1.0, 4.0, 0.0], [0.0]]
+    assert rmse.compute()["rmse"] == pytest.approx(math.sqrt(5.0 / 4))

@@ -32,6 +32,7 @@ class ModelConfig:
             float for every layer or a list with one per layer.
         pool: classification head input: ``"mean"`` over valid frames or ``"last"`` valid frame.
         backend: delta backend for runs without gradients (``"auto"`` picks the fastest).
+        dropout: dropout on the outputs of every layer but the last, in training (as torch's).
     """
 
     kind: str = "gru"
@@ -41,12 +42,15 @@ class ModelConfig:
     theta_h: Theta = 0.0
     pool: str = "mean"
     backend: str = "auto"
+    dropout: float = 0.0
 
     def validate(self) -> None:
         _choice("model.kind", self.kind, ("gru", "lstm"))
         _choice("model.pool", self.pool, ("mean", "last"))
         _positive("model.num_layers", self.num_layers)
         _positive("model.hidden_size", self.hidden_size)
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("theta_x", "theta_h"):
             values = getattr(self, name)
             values = values if isinstance(values, list) else [values]

@@ -35,17 +35,23 @@ class Metric(Protocol):
 
 
 class Accuracy:
-    """Share of items whose argmax over (B, C) logits equals the (B,) label."""
+    """Share of items whose argmax over (B, C) logits equals the (B,) label.
+
+    ``per_item`` keeps 1.0 / 0.0 for every item in evaluation order (for bootstrap intervals).
+    """
 
     name = "accuracy"
     higher_is_better = True
 
     def __init__(self) -> None:
         self.correct = self.n = 0
+        self.per_item: list[float] = []
 
     def update(self, output: Tensor, batch: Batch) -> None:
-        self.correct += int((output.argmax(-1) == batch.target.to(output.device)).sum())
-        self.n += len(batch.target)
+        hits = (output.argmax(-1) == batch.target.to(output.device)).tolist()
+        self.correct += sum(hits)
+        self.n += len(hits)
+        self.per_item.extend(float(h) for h in hits)
 
     def compute(self) -> dict[str, float]:
         return {self.name: self.correct / max(1, self.n)}
@@ -53,13 +59,17 @@ class Accuracy:
 
 class ErrorRate:
     """Edit distance of greedy CTC decodings over the reference length (DER, CER, ...), and the
-    share of sequences decoded exactly (``exact``)."""
+    share of sequences decoded exactly (``exact``).
+
+    ``per_item`` keeps (edits, reference length) of every sequence in evaluation order.
+    """
 
     higher_is_better = False
 
     def __init__(self, name: str = "der", blank: int = BLANK) -> None:
         self.name, self.blank = name, blank
         self.edits = self.ref_len = self.exact = self.n = 0
+        self.per_item: list[tuple[int, int]] = []
 
     def update(self, output: Tensor, batch: Batch) -> None:
         refs = torch.split(batch.target.cpu(), batch.target_lengths.tolist())
@@ -69,25 +79,33 @@ class ErrorRate:
             self.ref_len += len(ref)
             self.exact += d == 0
             self.n += 1
+            self.per_item.append((d, len(ref)))
 
     def compute(self) -> dict[str, float]:
         return {self.name: self.edits / max(1, self.ref_len), "exact": self.exact / max(1, self.n)}
 
 
 class RMSE:
-    """Root mean squared error of (T, B) predictions against (T, B) targets over valid frames."""
+    """Root mean squared error of (T, B) predictions against (T, B) targets over valid frames.
+
+    ``per_item`` keeps each sequence's (T_i,) squared errors in evaluation order (a stream's
+    frames, for a block bootstrap).
+    """
 
     name = "rmse"
     higher_is_better = False
 
     def __init__(self) -> None:
         self.se, self.n = 0.0, 0
+        self.per_item: list[list[float]] = []
 
     def update(self, output: Tensor, batch: Batch) -> None:
         mask = valid_mask(batch.lengths, output.shape[0], output.shape[1]).to(output.device)
         err = (output - batch.target.to(output.device)) ** 2
         self.se += float((err * mask).sum())
         self.n += int(mask.sum())
+        for b, steps in enumerate(batch.lengths.tolist()):
+            self.per_item.append(err[:steps, b].tolist())
 
     def compute(self) -> dict[str, float]:
         return {self.name: math.sqrt(self.se / max(1, self.n))}

@@ -134,6 +134,7 @@ class SequenceModel(nn.Module):
             theta_x=model.theta_x,
             theta_h=model.theta_h,
             backend=model.backend,
+            dropout=model.dropout,
         )
         self.head = nn.Linear(model.hidden_size, num_classes)
         self.transform: nn.Module | None = None  # noise and rounding, every layer alike
