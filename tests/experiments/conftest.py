@@ -28,6 +28,12 @@ def speech():
 
 
 @pytest.fixture(scope="session")
+def fsdd_loso():
+    """``experiments/fsdd/fsdd.py``."""
+    return _load("experiments/fsdd/fsdd.py", "experiment_fsdd")
+
+
+@pytest.fixture(scope="session")
 def steering():
     """``experiments/steering/steering.py``."""
     return _load("experiments/steering/steering.py", "experiment_steering")
