@@ -236,3 +236,19 @@ def test_feature_splicer_draws_fresh_deterministic_strings(tiny_root):
     assert [len(f) for f in a.frame_labels] == a.lengths()
     with pytest.raises(ConfigError, match="empty"):
         FeatureSplicer([])
+
+
+def test_feature_splicer_draws_digits_at_the_given_speeds(tiny_root):
+    from deltarnn.data.feature_splice import FeatureSplicer
+
+    recs = fsdd.list_recordings(tiny_root)
+    plain = FeatureSplicer(recs, config=DigitStringConfig(max_digits=4))
+    perturbed = FeatureSplicer(recs, config=DigitStringConfig(max_digits=4), speeds=(0.5, 2.0))
+    a, b = plain.draw(30, seed=0), perturbed.draw(30, seed=0)
+    assert a.strings == b.strings  # the same recipes, other digit lengths
+    digit_frames = [int((y > 0).sum()) for y in a.frame_labels]
+    fast_slow = [int((y > 0).sum()) for y in b.frame_labels]
+    ratios = np.array(fast_slow) / np.array(digit_frames)
+    assert ratios.min() < 0.8 and ratios.max() > 1.5
+    with pytest.raises(ConfigError, match="speeds"):
+        FeatureSplicer(recs, speeds=())

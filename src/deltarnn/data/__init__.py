@@ -46,6 +46,7 @@ from .digit_strings import (
     synthesize,
 )
 from .errors import DataIntegrityError, DataNotFoundError, DownloadError
+from .feature_splice import FeatureSplicer, SplicedStrings
 from .features import (
     FeatureCache,
     FeatureNormalizer,
@@ -89,8 +90,10 @@ __all__ = [
     "FeatureCache",
     "FeatureNormalizer",
     "FeatureParams",
+    "FeatureSplicer",
     "Recording",
     "Split",
+    "SplicedStrings",
     "SteeringDataset",
     "SteeringSession",
     "Utterance",

@@ -21,8 +21,9 @@ import torch
 
 from ..errors import ConfigError
 from ._dataset import FeatureSequenceDataset
+from .augment import speed_perturbed_features
 from .digit_strings import DigitString, DigitStringConfig, plan_digit_strings
-from .features import FeatureCache, FeatureParams, file_features
+from .features import FeatureCache, FeatureParams
 from .fsdd import Recording
 
 # Seconds of pause noise analysed once; pauses are cut from it at a seeded offset.
@@ -58,6 +59,8 @@ class FeatureSplicer:
         params: feature parameters (those of the validation and test strings).
         config: how strings are drawn (lengths, pauses, noise level).
         cache: feature cache, or ``None`` to compute without one.
+        speeds: speed-perturbation factors (:mod:`deltarnn.data.augment`); every digit of a
+            string is drawn at one of them, uniformly.
     """
 
     def __init__(
@@ -66,16 +69,24 @@ class FeatureSplicer:
         params: FeatureParams | None = None,
         config: DigitStringConfig | None = None,
         cache: FeatureCache | None = None,
+        speeds: Sequence[float] = (1.0,),
     ) -> None:
         if not recordings:
             raise ConfigError("recordings is empty: need at least one recording to splice")
+        if not speeds:
+            raise ConfigError("speeds is empty: give at least one factor (1.0: none)")
         self.recordings = list(recordings)
         self.params = params or FeatureParams()
         self.config = config or DigitStringConfig()
         self.hop = max(1, round(self.params.sample_rate * self.params.hop_ms / 1000))
         paths = [r.path for r in self.recordings]
-        computed = file_features(paths, self.params, cache)
-        self.features = {p: self._interior(f) for p, f in zip(paths, computed, strict=True)}
+        self.versions = []  # one {path: interior features} per speed
+        for speed in speeds:
+            computed = speed_perturbed_features(paths, self.params, float(speed), cache)
+            self.versions.append(
+                {p: self._interior(f) for p, f in zip(paths, computed, strict=True)}
+            )
+        self.features = self.versions[0]
         noise = np.random.default_rng(0).standard_normal(
             round(_PAUSE_SECONDS * self.params.sample_rate)
         )
@@ -110,7 +121,8 @@ class FeatureSplicer:
                 labels.append(np.zeros(frames, np.int64))
             if k < len(plan.recordings):
                 rec = plan.recordings[k]
-                f = self.features[rec.path]
+                version = int(rng.integers(len(self.versions))) if len(self.versions) > 1 else 0
+                f = self.versions[version][rec.path]
                 pieces.append(f)
                 labels.append(np.full(len(f), rec.digit + 1, np.int64))
         return np.concatenate(pieces).astype(np.float32), np.concatenate(labels)
