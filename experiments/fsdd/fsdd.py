@@ -36,7 +36,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +60,23 @@ from deltarnn.train import (
     ModelConfig,
     ReportSpec,
     Row,
-    RunFolder,
     Schedule,
     SequenceModel,
     TrainConfig,
     append_rows,
     classification_batch,
-    evaluate,
-    fit_run,
     ordered_batches,
     read_rows,
 )
 from deltarnn.train.config import flat_config_fields
 from deltarnn.train.protocol import (
+    dense_weights,
+    evaluated_row,
+    learned_theta_extra,
     per_stratum_table,
     pooled_rows,
     protocol_tables,
+    run_stage,
     select_on_validation,
     summarise_test,
 )
@@ -234,8 +234,7 @@ def new_model(cfg: FSDDConfig, theta: float = 0.0) -> SequenceModel:
 
 def from_dense(cfg: FSDDConfig, dense: SequenceModel, theta: float) -> SequenceModel:
     model = new_model(cfg, theta)
-    weights = {k: v for k, v in dense.state_dict().items() if not k.startswith("rnn.theta")}
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(dense_weights(dense), strict=False)
     return model
 
 
@@ -253,28 +252,19 @@ def train_stage(
     force: bool = False,
 ) -> SequenceModel:
     torch.manual_seed(seed)
-    folder = RunFolder(
+    return run_stage(
         out / fold.test_speaker / f"seed{seed}" / name,
         cfg.stage(fold.test_speaker, seed, name, method=dataclasses.asdict(method), epochs=epochs),
-    )
-    schedule = Schedule(epochs=epochs, lr=lr, theta_warmup_epochs=warmup, seed=seed)
-    t0 = time.perf_counter()
-    fit_run(
         model,
         SpeedPerturbedBatches(fold, cfg.batch_size, seed + 100 * (name != "dense")),
         loss_function(TrainConfig(method=method)),
-        schedule=schedule,
-        folder=folder,
+        Schedule(epochs=epochs, lr=lr, theta_warmup_epochs=warmup, seed=seed),
         force=force,
-        progress=False,
     )
-    log.info("%s/seed%d/%s: %.0f s", fold.test_speaker, seed, name, time.perf_counter() - t0)
-    model.bake_thresholds()
-    return model
 
 
 def row(
-    cfg_split: str,
+    split: str,
     method: str,
     theta: tuple[float, float],
     seed: int,
@@ -283,21 +273,18 @@ def row(
     dense_value: float | None,
     items: bool,
 ) -> Row:
-    metric = Accuracy()
-    ev = evaluate(model, batches, metric)
-    extra = {"item_num": [int(v) for v in metric.per_item]} if items else {}
-    return Row.from_cost(
-        ev.cost.to_dict(),
+    return evaluated_row(
+        model,
+        batches,
+        Accuracy(),
+        items=items,
+        dense_value=dense_value,
         task="fsdd",
-        split=cfg_split,
+        split=split,
         method=method,
         theta_x=theta[0],
         theta_h=theta[1],
         seed=seed,
-        metric="accuracy",
-        value=ev.value,
-        dense_value=ev.value if dense_value is None else dense_value,
-        extra=extra,
     )
 
 
@@ -307,14 +294,7 @@ def learnable_row(cfg, split, seed, model, batches, dense_value, items) -> Row:
     r = row(
         split, "learnable", (cfg.learnable_theta,) * 2, seed, model, batches, dense_value, items
     )
-    for side in ("x", "h"):
-        layers = range(model.rnn.num_layers)
-        values = torch.cat([model.rnn.thresholds(k)[side == "h"].flatten() for k in layers])
-        r.extra[f"learned_theta_{side}"] = [
-            float(values.mean()),
-            float(values.min()),
-            float(values.max()),
-        ]
+    r.extra.update(learned_theta_extra(model.rnn))
     return r
 
 

@@ -252,3 +252,12 @@ def test_feature_splicer_draws_digits_at_the_given_speeds(tiny_root):
     assert ratios.min() < 0.8 and ratios.max() > 1.5
     with pytest.raises(ConfigError, match="speeds"):
         FeatureSplicer(recs, speeds=())
+
+
+def test_feature_splicer_frame_targets(tiny_root):
+    from deltarnn.data.feature_splice import FeatureSplicer
+
+    splicer = FeatureSplicer(fsdd.list_recordings(tiny_root))
+    ds = splicer.draw(5, seed=3, frame_targets=True)
+    x, y = ds[2]
+    assert y.shape == (x.shape[0],) and torch.equal(y, ds.frame_labels[2])

@@ -226,4 +226,3 @@ def test_model_dropout_reaches_the_rnn_and_acts_in_training_only():
     a = model(x, lengths)
     torch.manual_seed(1)
     assert not torch.allclose(a, model(x, lengths))
-

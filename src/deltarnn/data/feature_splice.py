@@ -31,7 +31,8 @@ _PAUSE_SECONDS = 30.0
 
 
 class SplicedStrings(FeatureSequenceDataset[torch.Tensor]):
-    """Items ``(features (T, F) float32, labels (L,) int64)`` as in ``DigitStringDataset``.
+    """Items ``(features (T, F) float32, labels (L,) int64)`` as in ``DigitStringDataset`` (or
+    ``(features, frame labels (T,))`` with ``frame_targets``).
 
     Attributes:
         strings: the :class:`~deltarnn.data.digit_strings.DigitString` recipe of every item.
@@ -44,8 +45,13 @@ class SplicedStrings(FeatureSequenceDataset[torch.Tensor]):
         strings: list[DigitString],
         frame_labels: list[torch.Tensor],
         transform=None,
+        frame_targets: bool = False,
     ) -> None:
-        targets = [torch.tensor(s.labels, dtype=torch.int64) for s in strings]
+        targets = (
+            list(frame_labels)
+            if frame_targets
+            else [torch.tensor(s.labels, dtype=torch.int64) for s in strings]
+        )
         super().__init__(features, targets, transform)
         self.strings = strings
         self.frame_labels = frame_labels
@@ -127,12 +133,17 @@ class FeatureSplicer:
                 labels.append(np.full(len(f), rec.digit + 1, np.int64))
         return np.concatenate(pieces).astype(np.float32), np.concatenate(labels)
 
-    def draw(self, num_examples: int, seed: int | Sequence[int]) -> SplicedStrings:
-        """``num_examples`` new strings; the same seed gives the same strings."""
+    def draw(
+        self, num_examples: int, seed: int | Sequence[int], frame_targets: bool = False
+    ) -> SplicedStrings:
+        """``num_examples`` new strings; the same seed gives the same strings.
+
+        With ``frame_targets`` the items' targets are the (T,) frame labels (for frame-level
+        training) instead of the (L,) digit labels.
+        """
         plans = plan_digit_strings(
             self.recordings, num_examples, seed, self.config, self.params.sample_rate
         )
         spliced = [self.splice(p) for p in plans]
-        return SplicedStrings(
-            [f for f, _ in spliced], plans, [torch.from_numpy(y) for _, y in spliced]
-        )
+        frames = [torch.from_numpy(y) for _, y in spliced]
+        return SplicedStrings([f for f, _ in spliced], plans, frames, frame_targets=frame_targets)

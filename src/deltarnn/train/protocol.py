@@ -19,14 +19,20 @@ numbers of ``summary.json``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import ConfigError
+from .checkpoint import RunFolder
+from .engine import fit_run
+from .evaluate import evaluate
 from .results import (
     HIGHER_IS_BETTER,
     ReportSpec,
@@ -37,6 +43,8 @@ from .results import (
     summarise,
 )
 from .stats import Outcomes, bootstrap, mean_sd, pooled_value
+
+log = logging.getLogger(__name__)
 
 # Seeds of different strata become distinct replicates: seed + STRATUM_STRIDE * stratum index.
 STRATUM_STRIDE = 1000
@@ -237,3 +245,93 @@ def per_stratum_table(rows: Sequence[Row], methods: Sequence[tuple[str, float, f
 def finite(v: float | None) -> float | None:
     """JSON-safe: infinities become ``None``."""
     return None if v is None or not math.isfinite(v) else float(v)
+
+
+# -- the pieces every experiment script uses ----------------------------------------------------
+
+
+def item_outcomes(metric: Any) -> dict[str, list]:
+    """A metric's ``per_item`` as the ``item_num`` / ``item_den`` of a test row's ``extra``:
+    accuracy hits (den 1), error-rate (edits, reference length), or a stream's squared errors
+    summed over blocks (see :func:`~deltarnn.train.stats.blocks`; den: frames per block)."""
+    items = metric.per_item
+    if items and isinstance(items[0], tuple):
+        return {"item_num": [a for a, _ in items], "item_den": [b for _, b in items]}
+    if items and isinstance(items[0], list):
+        raise ConfigError("per-frame outcomes need blocks: use stats.blocks on each stream")
+    return {"item_num": [int(v) if float(v).is_integer() else v for v in items]}
+
+
+def evaluated_row(
+    model: Any,
+    batches: Sequence[Any],
+    metric: Any,
+    *,
+    items: bool = False,
+    dense_value: float | None = None,
+    **fields: Any,
+) -> Row:
+    """Evaluate ``model`` once (:func:`~deltarnn.train.evaluate`) and make its :class:`Row`.
+
+    Args:
+        metric: a fresh metric (``metric.name`` becomes the row's metric).
+        items: keep the per-item outcomes in ``extra`` (test rows).
+        dense_value: the dense model's value on the same data (``None``: this is dense).
+        fields: the other row fields (task, split, method, theta_x, theta_h, seed).
+    """
+    ev = evaluate(model, batches, metric)
+    return Row.from_cost(
+        ev.cost.to_dict(),
+        metric=metric.name,
+        value=ev.value,
+        dense_value=ev.value if dense_value is None else dense_value,
+        extra=item_outcomes(metric) if items else {},
+        **fields,
+    )
+
+
+def dense_weights(model: Any) -> dict[str, Any]:
+    """A model's weights without its thresholds, to start a retraining run at another Θ."""
+    return {k: v for k, v in model.state_dict().items() if ".theta_" not in k}
+
+
+def run_stage(
+    path: Any,
+    config: dict[str, Any],
+    model: Any,
+    batches: Any,
+    loss_fn: Any,
+    schedule: Any,
+    *,
+    force: bool = False,
+) -> Any:
+    """One resumable training stage (:func:`~deltarnn.train.fit_run` into ``path``, a run
+    folder tied to ``config``): a finished folder only loads, an interrupted one resumes.
+    Learned thresholds are baked into the model afterwards."""
+    t0 = time.perf_counter()
+    fit_run(
+        model,
+        batches,
+        loss_fn,
+        schedule=schedule,
+        folder=RunFolder(path, config),
+        force=force,
+        progress=False,
+    )
+    log.info("%s: %.0f s", path, time.perf_counter() - t0)
+    if hasattr(model, "bake_thresholds"):
+        model.bake_thresholds()
+    return model
+
+
+def learned_theta_extra(rnn: Any) -> dict[str, list[float]]:
+    """Mean, min and max over layers and features of learned Θx and Θh."""
+    out = {}
+    for side, k in (("x", 0), ("h", 1)):
+        values = torch.cat([rnn.thresholds(layer)[k].flatten() for layer in range(rnn.num_layers)])
+        out[f"learned_theta_{side}"] = [
+            float(values.mean()),
+            float(values.min()),
+            float(values.max()),
+        ]
+    return out
