@@ -7,7 +7,7 @@ four training:
 
 1. ``dense``: a 2-layer GRU trained with speed perturbation (each epoch every training
    recording is drawn at speed 0.9, 1.0 or 1.1), for every seed.
-2. Candidates, evaluated on the validation speaker only: ``converted`` (the dense model with Θ,
+2. Candidates (for the ``select_seeds``), evaluated on the validation speaker only: ``converted`` (the dense model with Θ,
    no retraining), ``delta`` (retrained from dense with Θ in the forward pass), ``delta_l1``
    (the same plus an L1 cost on the deltas), ``learnable`` (learned per-feature Θ, started at a
    Θ, pushed up by an occupancy cost), and ``control`` (the dense model trained for the same
@@ -103,6 +103,8 @@ class FSDDConfig:
         folds: the test speakers, one fold each; the validation speaker of a fold is the next
             speaker of ``FSDD_SPEAKERS`` (cyclically).
         seeds: initialisation and data order of every model.
+        select_seeds: the seeds whose candidates are trained and compared on validation (the
+            selected configuration is then trained and tested for every seed).
         num_layers, hidden_size, dropout: the GRU stack (dropout between layers).
         speeds: speed-perturbation factors; each epoch every training item is drawn at one.
         batch_size: recordings per step.
@@ -120,6 +122,7 @@ class FSDDConfig:
     root: str | None = None
     folds: list[str] = dataclasses.field(default_factory=lambda: list(FSDD_SPEAKERS))
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    select_seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     num_layers: int = 2
     hidden_size: int = 128
     dropout: float = 0.0
@@ -145,6 +148,8 @@ class FSDDConfig:
             raise ConfigError(f"folds must be FSDD speakers {FSDD_SPEAKERS}, got {self.folds}")
         if not self.seeds or 1.0 not in self.speeds:
             raise ConfigError("need at least one seed, and 1.0 among the speeds")
+        if not self.select_seeds or not set(self.select_seeds) <= set(self.seeds):
+            raise ConfigError(f"select_seeds must be some of seeds {self.seeds}")
         return self
 
     def stage(self, fold: str, seed: int, name: str, **extra: Any) -> dict[str, Any]:
@@ -419,7 +424,7 @@ def test_rows(
     return rows
 
 
-def select(rows: list[Row], path: Path) -> dict:
+def select(cfg: FSDDConfig, rows: list[Row], path: Path) -> dict:
     best = select_on_validation(rows, REPORT)
     if best is None:
         raise ConfigError("no candidate is within the budget on validation")
@@ -429,7 +434,7 @@ def select(rows: list[Row], path: Path) -> dict:
         "theta_h": best.theta_h,
         "chosen_on": "validation",
         "rule": "largest mean MAC reduction whose mean validation accuracy loss against dense "
-        "(over folds and seeds) is within 1 pp; the control is not eligible",
+        f"(over folds and seeds {cfg.select_seeds}) is within 1 pp; the control is not eligible",
         "val_loss_pp": 100 * best.loss,
         "val_mac_reduction": best.reductions["mac_reduction"],
         "val_replicates": best.seeds,
@@ -445,14 +450,15 @@ def run_experiment(cfg: FSDDConfig, out_dir: str, results: str, *, force: bool =
     out, results_path = Path(out_dir), Path(results)
     here = results_path.parent
     here.mkdir(parents=True, exist_ok=True)
-    (here / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "root"}
+    (here / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     folds = {}
     for test in cfg.folds:  # phase 1: dense and candidates, validation only
         folds[test] = load_fold(cfg, test)
-        for seed in cfg.seeds:
+        for seed in cfg.select_seeds:
             append_rows(results_path, candidates(cfg, out, folds[test], seed, force))
     eligible = [r for r in read_rows(results_path) if r.method != "control"]
-    selection = select(eligible, here / "selection.json")  # phase 2: frozen before any test
+    selection = select(cfg, eligible, here / "selection.json")  # phase 2: frozen before any test
     for test in cfg.folds:  # phase 3: the one test evaluation
         for seed in cfg.seeds:
             append_rows(results_path, test_rows(cfg, out, folds[test], seed, selection, force))

@@ -10,8 +10,8 @@ RUNS=${RUNS:-runs/wsj-like}
 mkdir -p "$RUNS"
 for task in strings asterisk; do
     python $HERE/speech.py --config $HERE/$task.json --out "$RUNS/$task" \
-        --results $HERE/results.json > "$RUNS/$task.log" 2>&1 &
+        --results $HERE/speech-v1/results.json > "$RUNS/$task.log" 2>&1 &
 done
 wait
-python $HERE/speech.py --results $HERE/results.json \
-    --render $HERE/table.md $HERE/plot.png
+python $HERE/speech.py --results $HERE/speech-v1/results.json \
+    --render $HERE/speech-v1/table.md $HERE/speech-v1/plot.png

@@ -1,5 +1,6 @@
-"""The steering experiment script: CNN MAC count from the layer shapes, trivial baselines,
-evaluation as one stream, and a tiny end-to-end run on synthetic frames."""
+"""The steering experiment script: CNN MAC count from the layer shapes, the LayerNorm-ed features,
+evaluation as one stream, the held-output baseline, and a tiny end-to-end run on synthetic
+frames (selection on validation, test rows, summary.json)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,28 @@ from PIL import Image
 
 from deltarnn.data import steering as data_steering
 from deltarnn.errors import ConfigError
-from deltarnn.train import RMSE, evaluate
+from deltarnn.train import RMSE, evaluate, read_rows
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture
 def sim_root(tmp_path):
-    """Two sessions of 30 frames: a bright bar moves across the image, the angle follows it."""
+    """Two sessions of 120 frames: a bright bar moves across the image, the angle follows it."""
     sim = tmp_path / "data" / data_steering.STEERING_DIR
     rows = []
     for name in ("a", "b"):
         (sim / name).mkdir(parents=True)
-        for i in range(30):
+        for i in range(120):
             img = np.zeros((24, 48, 3), np.uint8)
             col = (2 * i) % 48
             img[:, col : col + 4] = 255
             Image.fromarray(img).save(sim / name / f"f{i:03d}.jpg", quality=95)
             angle = (col - 24) / 24
-            rows.append([name, f"f{i:03d}.jpg", f"{0.1 * i:.3f}", f"{angle:.4f}", "0.5", "0", "9"])
+            speed = "30" if i < 110 or name == "a" else "3"  # session b ends in a "crash"
+            rows.append(
+                [name, f"f{i:03d}.jpg", f"{0.1 * i:.3f}", f"{angle:.4f}", "0.5", "0", speed]
+            )
     with open(sim / data_steering.LABELS_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(data_steering.COLUMNS)
@@ -62,24 +66,17 @@ def test_cnn_macs_from_shapes(steering):
     assert all(not m._forward_hooks for m in cnn.modules())
 
 
-def test_frame_cnn_output_is_bounded(steering):
-    st = steering
-    cnn = st.FrameCNN(24, 48, features=6)
-    y = cnn(torch.rand(5, 3, 24, 48))
-    assert y.shape == (5, 6) and bool((y.abs() < 1).all())
-
-
-def test_baselines(steering):
-    st = steering
-    data = {
-        "train_pieces": [(None, torch.tensor([1.0, 3.0]))],
-        "test": [(None, torch.tensor([0.0, 4.0])), (None, torch.tensor([2.0]))],
-    }
-    b = st.baselines(data)
-    assert b["train_mean"] == pytest.approx(math.sqrt((4 + 4 + 0) / 3))
-    assert b["zero"] == pytest.approx(math.sqrt((0 + 16 + 4) / 3))
-    # the previous label of each piece's first frame is itself
-    assert b["previous_label"] == pytest.approx(math.sqrt((0 + 16 + 0) / 3))
+def test_frame_cnn_features_are_layer_normed(steering):
+    torch.manual_seed(0)
+    cnn = steering.FrameCNN(24, 48, features=6)
+    x = torch.rand(5, 3, 24, 48)
+    y = cnn(x)
+    assert y.shape == (5, 6)
+    torch.testing.assert_close(y.mean(1), torch.zeros(5), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        raw = cnn.fc(cnn.convs(x - 0.5).flatten(1)).var(1, unbiased=False)
+    # LayerNorm's eps: the spread is var / (var + eps), just under 1
+    torch.testing.assert_close(y.var(1, unbiased=False), raw / (raw + 1e-5), atol=1e-4, rtol=0)
 
 
 def test_evaluate_theta_zero_equals_dense_forward(steering):
@@ -94,44 +91,81 @@ def test_evaluate_theta_zero_equals_dense_forward(steering):
     assert result.cost.layers[0].steps == 19  # each piece one stream of its own length
 
 
+def test_held_output_baseline_runs_every_kth_frame(steering):
+    cfg = steering.SteeringConfig(height=24, width=48, features=4, hidden_size=5)
+    torch.manual_seed(0)
+    model = steering.SteeringModel(cfg)
+    feats = [(torch.randn(10, 4), torch.randn(10))]
+    batches = steering.stream_batches(feats)
+    prep = steering.Prepared(model, None, [], batches)
+    r = steering.held_output_row(cfg, 0, prep, 3, dense_value=1.0)
+    with torch.no_grad():
+        y = model(feats[0][0][::3, None]).squeeze(1)  # frames 0, 3, 6, 9
+    held = y.repeat_interleave(3)[:10]
+    assert r.value == pytest.approx(float(((held - feats[0][1]) ** 2).mean().sqrt()), rel=1e-5)
+    assert r.mac_reduction == 3.0 and r.method == "held_k3"
+    assert sum(r.extra["item_den"]) == 10
+
+
 def test_config_validation(steering):
     st = steering
-    with pytest.raises(ConfigError, match="16x16"):
-        st.SteeringConfig(height=8).validate()
+    with pytest.raises(ConfigError, match="seq_len"):
+        st.SteeringConfig(seq_len=32).validate()
     with pytest.raises(ConfigError, match="retrain_thetas"):
         st.SteeringConfig(retrain_thetas=[0.0]).validate()
     with pytest.raises(ConfigError, match="train_fraction"):
-        st.SteeringConfig(train_fraction=1.0).validate()
+        st.SteeringConfig(train_fraction=0.95).validate()
+    with pytest.raises(ConfigError, match="select_seeds"):
+        st.SteeringConfig(select_seeds=[5]).validate()
 
 
-def test_tiny_end_to_end(steering, sim_root, tmp_path, tiny):
+def test_tiny_end_to_end(steering, sim_root, tmp_path, monkeypatch):
     st = steering
-    frames = {"height": 24, "width": 48, "seq_len": 8, "feature_seq_len": 8, "features": 8}
+    monkeypatch.setattr(st, "validation_budget", lambda rows, constant: 10.0)
     cfg = st.SteeringConfig(
-        root=str(sim_root), thetas=[0.3], retrain_thetas=[0.3], **frames, **tiny
+        root=str(sim_root),
+        crop=[2, 2],
+        height=24,
+        width=48,
+        features=6,
+        hidden_size=8,
+        seeds=[0, 1],
+        select_seeds=[0],
+        cnn_seq_len=8,
+        cnn_epochs=1,
+        seq_len=64,
+        batch_size=4,
+        dense_epochs=1,
+        retrain_epochs=1,
+        thetas=[0.3],
+        retrain_thetas=[0.3],
+        block_frames=5,
     )
     results = tmp_path / "out" / "results.json"
-    summary = st.run_experiment(cfg, tmp_path / "run", results)
-    rows = json.loads(results.read_text())
-    assert [r["method"] for r in rows] == ["dense", "converted", "delta", "delta_l1"]
-    assert all(r["metric"] == "rmse" and r["dense_value"] == rows[0]["value"] for r in rows)
-    # the stages are run folders, reused by a second run: the same rows
-    assert (tmp_path / "run/delta_l1-theta0.3/MANIFEST.json").is_file()
-    st.run_experiment(cfg, tmp_path / "run", results)
-    assert json.loads(results.read_text()) == rows
-    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert saved["cnn_macs_per_frame"] == st.cnn_macs(st.FrameCNN(24, 48, 8))
-    assert set(saved["baselines_rmse"]) == {"train_mean", "zero", "previous_label"}
-    dense = saved["rows"][0]
-    # the dense RNN's MACs per frame are the GRU formula 3K(D + K)
-    assert dense["rnn_macs_per_frame"] == saved["rnn_dense_macs_per_frame"] == 3 * 8 * (8 + 8)
-    for r in saved["rows"]:
-        assert r["total_macs_per_frame"] == pytest.approx(
-            saved["cnn_macs_per_frame"]["total"] + r["rnn_macs_per_frame"] + 8
-        )
-    assert summary["test_frames"] == saved["test_frames"] > 0
+    st.run_experiment(cfg, str(tmp_path / "run"), str(results))
+    rows = read_rows(results)
+    val = {r.method for r in rows if r.split == "val"}
+    assert val == {"dense", "converted", "control", "delta", "delta_l1"}
+    selection = json.loads((tmp_path / "out" / "selection.json").read_text())
+    assert selection["chosen_on"] == "validation"
+    test = [r for r in rows if r.split == "test"]
+    k = max(1, int(selection["val_mac_reduction"]))
+    allowed = {"dense", "control", selection["method"], f"held_k{k}"}
+    assert {r.method for r in test} == allowed and {r.seed for r in test} == {0, 1}
+    assert all(sum(r.extra["item_den"]) == sum(map(len, r.extra["frame_se"])) for r in test)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for key in ("claim", "target", "budget", "metric", "dense_test", "selected", "test", "met"):
+        assert key in summary
+    pieces = summary["per_piece"]["dense"]
+    assert [p["crash_frames"] for p in pieces] == [0, 10]  # session b's slow tail
+    assert set(pieces[1]) >= {"all", "without_crash"}
+    assert summary["rnn_dense_macs_per_frame"] == 3 * 8 * (6 + 8)
+    before = {r.key: r.value for r in rows}
+    st.run_experiment(cfg, str(tmp_path / "run"), str(results))  # stages reused
+    after = {r.key: r.value for r in read_rows(results)}
+    assert after.keys() == before.keys()  # backends may differ in the last bits
+    assert all(after[k] == pytest.approx(v, rel=1e-5) for k, v in before.items())
     table, plot = tmp_path / "table.md", tmp_path / "plot.png"
-    assert st.main(["--results", str(results), "--render", str(table), str(plot)]) == 0
-    text = table.read_text()
-    assert "Whole network, per frame" in text and "100x target" in text
-    assert plot.stat().st_size > 1000
+    args = ["--results", str(results), "--render", str(table), str(plot), "hidden_size=8"]
+    assert st.main(args) == 0
+    assert "split val" in table.read_text() and plot.stat().st_size > 1000

@@ -303,11 +303,13 @@ def run_stage(
     loss_fn: Any,
     schedule: Any,
     *,
+    params: Sequence[Any] | None = None,
     force: bool = False,
 ) -> Any:
     """One resumable training stage (:func:`~deltarnn.train.fit_run` into ``path``, a run
     folder tied to ``config``): a finished folder only loads, an interrupted one resumes.
-    Learned thresholds are baked into the model afterwards."""
+    ``params``: the parameters to train (default all). Learned thresholds are baked into the
+    model afterwards."""
     t0 = time.perf_counter()
     fit_run(
         model,
@@ -315,6 +317,7 @@ def run_stage(
         loss_fn,
         schedule=schedule,
         folder=RunFolder(path, config),
+        params=params,
         force=force,
         progress=False,
     )
