@@ -284,6 +284,6 @@ def test_memory_report_counts_every_array(kind):
     assert f32.constants == 4 * 2 * (4 * 64) + 4 * (40 + 64 + 64 + 64)  # memories, thresholds
     cell = 64 if kind == "LSTM" else 0
     assert f32.state_floats == (64 + cell + 40 + 64 + 256) + (64 + cell + 64 + 64 + 256)
-    assert f32.state_counters == 5 and f32.state_bytes(4) == 4 * f32.state_floats + 20
+    assert f32.state_counters == 7 and f32.state_bytes(4) == 4 * f32.state_floats + 28
     assert any(line.startswith("state") for line in f32.lines())
     assert f32.to_dict()["read_only"] == f32.weights + f32.head + f32.constants

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import ConfigError
 from . import c_source
 from .memory import MemoryReport, memory_report
-from .model import ExportedModel, read_model
+from .model import RESYNC_EVERY, ExportedModel, read_model
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def export_c(
     prefix: str = "model",
     with_main: bool = False,
     gates: str = "rational",
+    resync_every: int = RESYNC_EVERY,
 ) -> CExport:
     r"""Write a trained delta GRU/LSTM stack (and its linear head) as C99 for a small device.
 
@@ -94,6 +95,9 @@ def export_c(
         with_main: also write ``<prefix>_main.c``, a driver that reads frames from a binary file
             and writes the outputs and send counts.
         gates: ``"rational"`` or ``"libm"``.
+        resync_every: the memories are recomputed densely from x̂ and ĥ every this many steps
+            (one dense product; 0: never on a schedule), and always at a step after a memory
+            became non-finite or huge, as the streamer does (:mod:`deltarnn.functional.state`).
 
     Returns:
         :class:`CExport` with the paths written and the :class:`MemoryReport`.
@@ -103,7 +107,7 @@ def export_c(
             (see :func:`deltarnn.export.read_model`), or a bad ``prefix``/``weights``/``gates``.
     """
     _check_prefix(prefix)
-    model = read_model(module, weights=weights, gates=gates)
+    model = read_model(module, weights=weights, gates=gates, resync_every=resync_every)
     report = memory_report(model)
     texts = {
         f"{prefix}.h": c_source.header(model, report, prefix),

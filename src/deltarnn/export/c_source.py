@@ -1,27 +1,32 @@
 """C99 text of an exported model: ``<prefix>.h``, ``<prefix>.c`` and the optional test driver.
 
-The step mirrors the CPU engine's streamer (:mod:`deltarnn.ops._cpu_kernels`) operation for
+The step follows the CPU engine's streamer (:mod:`deltarnn.ops._cpu_kernels`) operation for
 operation, so the compiled C and the numba streamer agree to float rounding:
 
-* per layer, the input is delta-encoded against x̂ (sent iff ``|x - x̂| > Θx``, strictly), and
-  every sent column j of ``wx`` (one contiguous row of the column-contiguous array) times its
-  delta is added to the memory, up to four columns per pass over it; then h_{t-1} against ĥ
-  likewise into ``[M_r | M_z]`` and ``M_hn`` (GRU) or all four gate memories (LSTM);
+* per layer, the input is delta-encoded against x̂ (sent unless ``|x - x̂| <= Θx``, so a NaN
+  change is sent), and every sent column j of ``wx`` (one contiguous row of the
+  column-contiguous array) times its delta is added to the memory, up to four columns per pass
+  over it; then h_{t-1} against ĥ likewise into ``[M_r | M_z]`` and ``M_hn`` (GRU) or all four
+  gate memories (LSTM);
+* the re-sync rule of :mod:`deltarnn.functional.state`: a step whose memory, as the previous step
+  left it, is not finite or above the bound, and every N-th step, recomputes the memory densely
+  from x̂ and ĥ;
 * the gates use the engine's float32 rational approximations of tanh and sigmoid (no libm), or
   libm's ``tanhf``/``expf`` when asked;
 * int8 weights multiply the delta by the column's scale once, as ``pack_int8`` defines them.
 
 Nothing is allocated: the state struct holds every buffer, weights are ``static const`` arrays.
+C bodies are :class:`string.Template` text (``$p`` the prefix), so C braces need no escaping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from string import Template
 
 import numpy as np
 
 from .. import __version__
-from .memory import MemoryReport
+from .memory import MemoryReport, state_fields
 from .model import ExportedLayer, ExportedModel, threshold_summary
 
 VALUES_PER_LINE = 6
@@ -34,39 +39,6 @@ TANH_NUM = (
 )  # fmt: skip
 TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
 TANH_CLAMP = 7.90531110763549805
-
-
-@dataclass(frozen=True)
-class StateField:
-    """One array (or counter) of the state struct."""
-
-    ctype: str
-    name: str
-    size: int
-    comment: str
-
-
-def state_fields(model: ExportedModel) -> list[StateField]:
-    """The members of ``<prefix>_state``, in order."""
-    fields = []
-    for k, layer in enumerate(model.layers):
-        h, i = layer.hidden, layer.inputs
-        memory = "[M_r | M_z | M_xn | M_hn]" if layer.kind == "GRU" else "[M_i | M_f | M_g | M_o]"
-        fields.append(StateField("float", f"l{k}_h", h, f"layer {k}: h_t"))
-        if layer.kind == "LSTM":
-            fields.append(StateField("float", f"l{k}_c", h, f"layer {k}: c_t"))
-        fields += [
-            StateField("float", f"l{k}_x_hat", i, f"layer {k}: last input values sent"),
-            StateField("float", f"l{k}_h_hat", h, f"layer {k}: last hidden values sent"),
-            StateField("float", f"l{k}_m", 4 * h, f"layer {k}: memories {memory}"),
-        ]
-    layers = len(model.layers)
-    fields += [
-        StateField("unsigned long", "sent_x", layers, "inputs sent at the last step, per layer"),
-        StateField("unsigned long", "sent_h", layers, "hidden units sent at the last step"),
-        StateField("unsigned long", "steps", 0, "frames stepped since the last reset"),
-    ]
-    return fields
 
 
 def _float(values: np.ndarray) -> list[str]:
@@ -126,6 +98,11 @@ def header_comment(model: ExportedModel, report: MemoryReport, prefix: str) -> s
         else "libm tanhf/expf (link with -lm)"
     )
     lines.append(f"Gates:      {gates}")
+    every = f"every {model.resync_every} steps and " if model.resync_every else ""
+    lines.append(
+        f"Re-sync:    memories recomputed densely {every}after a value above "
+        f"{model.memory_bound:g} or non-finite"
+    )
     lines.append("Memory:")
     lines += ["  " + line for line in report.lines()]
     lines += [
@@ -156,6 +133,9 @@ extern "C" {{
 #define {big}_INPUT_SIZE {model.input_size}
 #define {big}_OUTPUT_SIZE {model.output_size}
 #define {big}_NUM_LAYERS {len(model.layers)}
+/* The memories are recomputed densely every this many steps (0: only after a non-finite or huge
+ * value); state->since_sync counts the steps since. */
+#define {big}_RESYNC_EVERY {model.resync_every}
 
 /* Everything the step changes; no other memory is written. */
 typedef struct {prefix}_state {{
@@ -177,178 +157,257 @@ void {prefix}_step({prefix}_state *state, const float *frame, float *out);
 """
 
 
-def _gates_source(p: str, gates: str) -> str:
-    if gates == "libm":
-        return f"""static float {p}_tanh(float a)
-{{
+_GATES_LIBM = Template(
+    r"""static float ${p}_tanh(float a)
+{
     return tanhf(a);
-}}
+}
 
-static float {p}_sigmoid(float a)
-{{
+static float ${p}_sigmoid(float a)
+{
     return 1.0f / (1.0f + expf(-a));
-}}
+}
 """
-    num = _float(np.asarray(TANH_NUM, np.float32))
-    den = _float(np.asarray(TANH_DEN, np.float32))
-    (clamp,) = _float(np.asarray([TANH_CLAMP], np.float32))
-    p_lines = [f"    float p = x2 * {num[0]} + {num[1]};"]
-    p_lines += [f"    p = x2 * p + {c};" for c in num[2:]]
-    q_lines = [f"    float q = x2 * {den[0]} + {den[1]};"]
-    q_lines += [f"    q = x2 * q + {c};" for c in den[2:]]
-    body = "\n".join(p_lines + q_lines)
-    return f"""/* tanh, max abs error 2.7e-7: the [13/6] rational approximation of deltarnn's CPU engine
- * (as in Eigen), on |a| clamped to {clamp} where it is within 1 ulp of +-1. */
-static float {p}_tanh(float a)
-{{
-    float x = a > -{clamp} ? a : -{clamp};
-    float x2;
-    x = x < {clamp} ? x : {clamp};
+)
+
+_GATES_RATIONAL = Template(
+    r"""/* tanh, max abs error 2.7e-7: the [13/6] rational approximation of deltarnn's CPU engine
+ * (as in Eigen), on a clamped to +-${clamp}, where it is within 1 ulp of +-1. */
+static float ${p}_tanh(float a)
+{
+    float x = a > -${clamp} ? a : -${clamp};
+    float x2, p, q;
+    x = x < ${clamp} ? x : ${clamp};
     x2 = x * x;
-    {{
-{_indent(body, 4)}
-        return x * p / q;
-    }}
-}}
+${polynomials}
+    return x * p / q;
+}
 
 /* sigma(a) = (1 + tanh(a / 2)) / 2 */
-static float {p}_sigmoid(float a)
-{{
-    return 0.5f + 0.5f * {p}_tanh(0.5f * a);
-}}
+static float ${p}_sigmoid(float a)
+{
+    return 0.5f + 0.5f * ${p}_tanh(0.5f * a);
+}
 """
+)
 
-
-def _indent(text: str, n: int) -> str:
-    return "\n".join(" " * n + line if line else line for line in text.splitlines())
-
-
-def _products_source(p: str, int8: bool) -> str:
-    """The delta encoder fused with the column products, for float or int8 weights."""
-    w = "signed char" if int8 else "float"
-    scale_arg = ", const float *scale" if int8 else ""
-    delta = "diff * scale[j]" if int8 else "diff"
-    passes = []
-    for n in (4, 3, 2, 1):
-        terms = " + ".join(f"d{q} * c{q}[k]" for q in range(n))
-        decl = "\n".join(
-            f"        const {w} *restrict c{q} = col[{q}] + lo;\n        const float d{q} = d[{q}];"
-            for q in range(n)
-        )
-        passes.append(f"""    {"if" if n == 4 else "else if" if n > 1 else "else"}{f" (n == {n})" if n > 1 else ""} {{
-{decl}
-        for (k = 0; k < size; ++k)
-            o[k] = o[k] + {terms};
-    }}""")
-    return f"""static float {p}_absf(float v)
-{{
+_COLUMNS = Template(
+    r"""/* |v| without <math.h> */
+static float ${p}_absf(float v)
+{
     return v < 0.0f ? -v : v;
-}}
+}
 
-/* o[k] += d[0] col[0][k] + ... + d[n-1] col[n-1][k] for k in [lo, hi) of the columns, o = m + lo:
- * up to four sent columns per pass over the memory, one load and store of it per four
- * multiply-adds (the order of the sum is the CPU engine's). */
-static void {p}_pass(float *restrict m, const {w} *const *col, const float *d, int n, int lo,
-                     int hi)
-{{
+/* Where a column's products go: its weights [0, split) to m[0, split), [split, rows) to
+ * m[split + shift, rows + shift) (a GRU's hidden columns skip M_xn). */
+typedef struct {
+    float *m;
+    int rows, split, shift;
+} ${p}_target;
+
+/* Up to four columns of weights and their coefficients, added to the memory in one pass. */
+typedef struct {
+    const ${p}_weight *col[4];
+    float d[4];
+    int n;
+} ${p}_batch;
+
+/* m[k] += d[0] col[0][k] + ... + d[n-1] col[n-1][k] for k in [lo, hi): one load and store of the
+ * memory per four multiply-adds, the CPU engine's order of the sum. */
+static void ${p}_pass(float *restrict m, const ${p}_batch *b, int lo, int hi)
+{
     float *restrict o = m + lo;
     const int size = hi - lo;
     int k;
-{chr(10).join(passes)}
-}}
+${passes}
+}
 
-/* Columns [0, split) go to m[0, split), [split, rows) to m[split + shift, rows + shift). */
-static void {p}_flush(float *m, const {w} *const *col, const float *d, int n, int rows, int split,
-                      int shift)
-{{
-    {p}_pass(m, col, d, n, 0, split);
-    if (split < rows)
-        {p}_pass(m + shift, col, d, n, split, rows);
-}}
+static void ${p}_flush(${p}_batch *b, const ${p}_target *t)
+{
+    if (b->n > 0) {
+        ${p}_pass(t->m, b, 0, t->split);
+        if (t->split < t->rows)
+            ${p}_pass(t->m + t->shift, b, t->split, t->rows);
+    }
+    b->n = 0;
+}
 
-/* Delta-encode v[0, n) against v_hat: component j is sent iff |v[j] - v_hat[j]| > theta[j]
- * (strictly); then v_hat[j] = v[j] and column j of w (its `rows` weights, one row of the
+static void ${p}_add(${p}_batch *b, const ${p}_weight *col, float d, const ${p}_target *t)
+{
+    b->col[b->n] = col;
+    b->d[b->n] = d;
+    if (++b->n == 4)
+        ${p}_flush(b, t);
+}
+
+/* Delta-encode v[0, n) against v_hat: component j is sent unless |v[j] - v_hat[j]| <= theta[j]
+ * (so a NaN change is sent, and reaches the products as in a dense network); then
+ * v_hat[j] = v[j] and, when `add`, column j of w (its `rows` weights, one row of the
  * column-contiguous array) times the delta is added to the memory. A column not sent is never
  * read. Returns how many were sent. */
-static unsigned long {p}_delta_product(const float *v, float *v_hat, const float *theta, int n,
-                                   const {w} *w{scale_arg}, int rows, int split, int shift,
-                                   float *m)
-{{
-    const {w} *col[4];
-    float d[4];
+static unsigned long ${p}_encode(const float *v, float *v_hat, const float *theta, int n,
+        const ${p}_weight *w, ${scale_param}const ${p}_target *t, int add)
+{
+    ${p}_batch b;
     unsigned long sent = 0;
-    int q = 0;
     int j;
-    for (j = 0; j < n; ++j, w += rows) {{
+    b.n = 0;
+    for (j = 0; j < n; ++j, w += t->rows) {
         const float diff = v[j] - v_hat[j];
-        if ({p}_absf(diff) > theta[j]) {{
+        if (!(${p}_absf(diff) <= theta[j])) {
             v_hat[j] = v[j];
-            col[q] = w;
-            d[q] = {delta};
             ++sent;
-            if (++q == 4) {{
-                {p}_flush(m, col, d, q, rows, split, shift);
-                q = 0;
-            }}
-        }}
-    }}
-    if (q > 0)
-        {p}_flush(m, col, d, q, rows, split, shift);
+            if (add)
+                ${p}_add(&b, w, ${delta}, t);
+        }
+    }
+    ${p}_flush(&b, t);
     return sent;
-}}
+}
+
+/* The memory recomputed densely from the values held: m += W v over every non-zero v[j]. */
+static void ${p}_dense(const float *v, int n, const ${p}_weight *w, ${scale_param}
+        const ${p}_target *t)
+{
+    ${p}_batch b;
+    int j;
+    b.n = 0;
+    for (j = 0; j < n; ++j, w += t->rows)
+        if (v[j] != 0.0f)
+            ${p}_add(&b, w, ${value}, t);
+    ${p}_flush(&b, t);
+}
+
+/* Whether this step recomputes the memories densely: when one of them, as the previous step left
+ * it, is not finite or exceeds ${P}_MEMORY_BOUND in magnitude, or every ${P}_RESYNC_EVERY steps
+ * (0: never on a schedule). */
+static int ${p}_resync_due(const float *m, int n, unsigned long *since_sync)
+{
+    int due = 0;
+    int k;
+    for (k = 0; k < n; ++k)
+        due |= !(m[k] <= ${P}_MEMORY_BOUND && m[k] >= -${P}_MEMORY_BOUND);
+#if ${P}_RESYNC_EVERY > 0
+    due |= ++*since_sync >= ${P}_RESYNC_EVERY;
+    if (due)
+        *since_sync = 0;
+#else
+    (void)since_sync;
+#endif
+    return due;
+}
+
+/* The products of one step of a layer: the input x against x_hat into `in`, h_{t-1} against
+ * h_hat into `hid`; on a re-sync step the memory is instead recomputed as
+ * m0 + W_ih x_hat + W_hh h_hat (x_hat and h_hat after this step's encoding). */
+static void ${p}_products(const ${p}_layer *L, const float *x, const float *h, float *x_hat,
+        float *h_hat, const ${p}_target *in, const ${p}_target *hid, unsigned long *since_sync,
+        unsigned long *sent_x, unsigned long *sent_h)
+{
+    const int resync = ${p}_resync_due(in->m, 4 * L->hidden, since_sync);
+    *sent_x = ${p}_encode(x, x_hat, L->theta_x, L->inputs, L->wx, ${scale_x}in, !resync);
+    *sent_h = ${p}_encode(h, h_hat, L->theta_h, L->hidden, L->wh, ${scale_h}hid, !resync);
+    if (resync) {
+        int k;
+        for (k = 0; k < 4 * L->hidden; ++k)
+            in->m[k] = L->m0[k];
+        ${p}_dense(x_hat, L->inputs, L->wx, ${scale_x}in);
+        ${p}_dense(h_hat, L->hidden, L->wh, ${scale_h}hid);
+    }
+}
 """
+)
 
-
-def _layer_source(p: str, kind: str, int8: bool) -> str:
-    """``<p>_gru_layer`` or ``<p>_lstm_layer``: one step of one layer from its descriptor."""
-    sx, sh = (", L->sx", ", L->sh") if int8 else ("", "")
-    if kind == "GRU":
-        hidden_side = f"{p}_delta_product(h, h_hat, L->theta_h, H, L->wh{sh}, 3 * H, 2 * H, H, m)"
-        gates = """    for (k = 0; k < H; ++k) {
-        const float r = P_sigmoid(m[k]);
-        const float z = P_sigmoid(m[H + k]);
-        const float n = P_tanh(m[2 * H + k] + r * m[3 * H + k]);
+_GRU_LAYER = Template(
+    r"""/* One step of a delta GRU layer: memories [M_r | M_z | M_xn | M_hn]; r = sigma(M_r),
+ * z = sigma(M_z), n = tanh(M_xn + r M_hn), h = (1 - z) n + z h. */
+static void ${p}_gru_layer(const ${p}_layer *L, const float *x, float *h, float *x_hat,
+        float *h_hat, float *m, unsigned long *since_sync, unsigned long *sent_x,
+        unsigned long *sent_h)
+{
+    const int H = L->hidden;
+    const ${p}_target in = {m, 3 * H, 3 * H, 0};
+    const ${p}_target hid = {m, 3 * H, 2 * H, H};
+    int k;
+    ${p}_products(L, x, h, x_hat, h_hat, &in, &hid, since_sync, sent_x, sent_h);
+    for (k = 0; k < H; ++k) {
+        const float r = ${p}_sigmoid(m[k]);
+        const float z = ${p}_sigmoid(m[H + k]);
+        const float n = ${p}_tanh(m[2 * H + k] + r * m[3 * H + k]);
         h[k] = (1.0f - z) * n + z * h[k];
-    }"""
-        signature = "float *h, float *x_hat, float *h_hat, float *m"
-        rows = "3 * H"
-        doc = "GRU: r, z, n from [M_r | M_z | M_xn | M_hn]; h = (1 - z) n + z h"
-    else:
-        hidden_side = f"{p}_delta_product(h, h_hat, L->theta_h, H, L->wh{sh}, 4 * H, 4 * H, 0, m)"
-        gates = """    for (k = 0; k < H; ++k) {
-        const float i = P_sigmoid(m[k]);
-        const float f = P_sigmoid(m[H + k]);
-        const float g = P_tanh(m[2 * H + k]);
-        const float o = P_sigmoid(m[3 * H + k]);
+    }
+}
+"""
+)
+
+_LSTM_LAYER = Template(
+    r"""/* One step of a delta LSTM layer: memories [M_i | M_f | M_g | M_o]; c = sigma(M_f) c +
+ * sigma(M_i) tanh(M_g), h = sigma(M_o) tanh(c). */
+static void ${p}_lstm_layer(const ${p}_layer *L, const float *x, float *h, float *c,
+        float *x_hat, float *h_hat, float *m, unsigned long *since_sync, unsigned long *sent_x,
+        unsigned long *sent_h)
+{
+    const int H = L->hidden;
+    const ${p}_target all = {m, 4 * H, 4 * H, 0};
+    int k;
+    ${p}_products(L, x, h, x_hat, h_hat, &all, &all, since_sync, sent_x, sent_h);
+    for (k = 0; k < H; ++k) {
+        const float i = ${p}_sigmoid(m[k]);
+        const float f = ${p}_sigmoid(m[H + k]);
+        const float g = ${p}_tanh(m[2 * H + k]);
+        const float o = ${p}_sigmoid(m[3 * H + k]);
         const float ck = f * c[k] + i * g;
         c[k] = ck;
-        h[k] = o * P_tanh(ck);
-    }"""
-        signature = "float *h, float *c, float *x_hat, float *h_hat, float *m"
-        rows = "4 * H"
-        doc = "LSTM: i, f, g, o from [M_i | M_f | M_g | M_o]; c = f c + i g; h = o tanh(c)"
-    name = kind.lower()
-    return f"""/* One step of a delta {doc}. */
-static void {p}_{name}_layer(const {p}_layer *L, const float *x, {signature},
-                             unsigned long *sent_x, unsigned long *sent_h)
-{{
-    const int H = L->hidden;
-    int k;
-    *sent_x = {p}_delta_product(x, x_hat, L->theta_x, L->inputs, L->wx{sx}, {rows}, {rows}, 0, m);
-    *sent_h = {hidden_side};
-{gates.replace("P_", p + "_")}
-}}
+        h[k] = o * ${p}_tanh(ck);
+    }
+}
 """
+)
 
 
-def _layer_arrays(p: str, k: int, layer: ExportedLayer, int8: bool) -> str:
-    w = "signed char" if int8 else "float"
+def _passes(weight: str) -> str:
+    """The body of ``<p>_pass``: one loop per number of columns (4, 3, 2, 1), so that each is
+    a plain loop the compiler can vectorise."""
+    cases = []
+    for n in (4, 3, 2, 1):
+        decl = "\n".join(
+            f"        const {weight} *restrict c{q} = b->col[{q}] + lo;\n"
+            f"        const float d{q} = b->d[{q}];"
+            for q in range(n)
+        )
+        terms = " + ".join(f"d{q} * c{q}[k]" for q in range(n))
+        test = {4: "if (b->n == 4)", 3: "else if (b->n == 3)", 2: "else if (b->n == 2)"}
+        cases.append(
+            f"    {test.get(n, 'else')} {{\n{decl}\n        for (k = 0; k < size; ++k)\n"
+            f"            o[k] = o[k] + {terms};\n    }}"
+        )
+    return "\n".join(cases)
+
+
+def _gates(model: ExportedModel, p: str) -> str:
+    if model.gates == "libm":
+        return _GATES_LIBM.substitute(p=p)
+    num = _float(np.asarray(TANH_NUM, np.float32))
+    den = _float(np.asarray(TANH_DEN, np.float32))
+    (clamp,) = _float(np.asarray([TANH_CLAMP], np.float32))
+    lines = [f"    p = x2 * {num[0]} + {num[1]};"]
+    lines += [f"    p = x2 * p + {c};" for c in num[2:]]
+    lines += [f"    q = x2 * {den[0]} + {den[1]};"]
+    lines += [f"    q = x2 * q + {c};" for c in den[2:]]
+    return _GATES_RATIONAL.substitute(p=p, clamp=clamp, polynomials="\n".join(lines))
+
+
+def _layer_arrays(p: str, k: int, layer: ExportedLayer, weight: str) -> str:
     g, h, i = layer.gates, layer.hidden, layer.inputs
     parts = [
-        _array(w, f"{p}_l{k}_wx", layer.wx, f"layer {k}: W_ih, column-contiguous [{i}][{g}*{h}]"),
-        _array(w, f"{p}_l{k}_wh", layer.wh, f"layer {k}: W_hh, column-contiguous [{h}][{g}*{h}]"),
+        _array(
+            weight, f"{p}_l{k}_wx", layer.wx, f"layer {k}: W_ih, column-contiguous [{i}][{g}*{h}]"
+        ),
+        _array(
+            weight, f"{p}_l{k}_wh", layer.wh, f"layer {k}: W_hh, column-contiguous [{h}][{g}*{h}]"
+        ),
     ]
-    if int8:
+    if layer.sx is not None:
         parts += [
             _array("float", f"{p}_l{k}_sx", layer.sx, f"layer {k}: scale of each W_ih column"),
             _array("float", f"{p}_l{k}_sh", layer.sh, f"layer {k}: scale of each W_hh column"),
@@ -363,78 +422,92 @@ def _layer_arrays(p: str, k: int, layer: ExportedLayer, int8: bool) -> str:
 
 def source(model: ExportedModel, report: MemoryReport, prefix: str) -> str:
     """``<prefix>.c``: the weights, the step and the reset."""
-    p = prefix
+    p, big = prefix, prefix.upper()
     int8 = model.weights == "int8"
-    w = "signed char" if int8 else "float"
-    kind = model.kind
-    arrays = "\n".join(_layer_arrays(p, k, x, int8) for k, x in enumerate(model.layers))
+    weight = "signed char" if int8 else "float"
+    lstm = model.kind == "LSTM"
+    arrays = [_layer_arrays(p, k, x, weight) for k, x in enumerate(model.layers)]
     if model.head_w is not None:
         c, h = model.head_w.shape
-        arrays += "\n" + _array("float", f"{p}_head_w", model.head_w, f"head weights [{c}][{h}]")
-        arrays += "\n" + _array("float", f"{p}_head_b", model.head_b, "head bias")
-    scales = "    const float *sx, *sh; /* column scales */\n" if int8 else ""
+        arrays.append(_array("float", f"{p}_head_w", model.head_w, f"head weights [{c}][{h}]"))
+        arrays.append(_array("float", f"{p}_head_b", model.head_b, "head bias"))
     descriptors = []
     for k, x in enumerate(model.layers):
-        s = f"{p}_l{k}_sx, {p}_l{k}_sh, " if int8 else ""
+        scales = f"{p}_l{k}_sx, {p}_l{k}_sh, " if int8 else ""
         descriptors.append(
-            f"    {{{x.inputs}, {x.hidden}, {p}_l{k}_wx, {p}_l{k}_wh, {s}{p}_l{k}_m0, "
+            f"    {{{x.inputs}, {x.hidden}, {p}_l{k}_wx, {p}_l{k}_wh, {scales}{p}_l{k}_m0, "
             f"{p}_l{k}_theta_x, {p}_l{k}_theta_h}},"
         )
-    cell = kind == "LSTM"
     calls, resets = [], []
     layer_in = "frame"
     for k, x in enumerate(model.layers):
-        c = f"state->l{k}_c, " if cell else ""
+        cell = f"s->l{k}_c, " if lstm else ""
         calls.append(
-            f"    {p}_{kind.lower()}_layer(&{p}_layers[{k}], {layer_in}, state->l{k}_h, {c}"
-            f"state->l{k}_x_hat, state->l{k}_h_hat,\n        state->l{k}_m, &state->sent_x[{k}], "
-            f"&state->sent_h[{k}]);"
+            f"    {p}_{model.kind.lower()}_layer(&{p}_layers[{k}], {layer_in}, s->l{k}_h, {cell}"
+            f"s->l{k}_x_hat, s->l{k}_h_hat, s->l{k}_m,\n"
+            f"        &s->since_sync[{k}], &s->sent_x[{k}], &s->sent_h[{k}]);"
         )
-        layer_in = f"state->l{k}_h"
-        resets += [f"    {p}_fill(state->l{k}_h, {x.hidden});"]
-        if cell:
-            resets += [f"    {p}_fill(state->l{k}_c, {x.hidden});"]
+        layer_in = f"s->l{k}_h"
+        zeroed = [f"l{k}_h"] + ([f"l{k}_c"] if lstm else []) + [f"l{k}_x_hat", f"l{k}_h_hat"]
         resets += [
-            f"    {p}_fill(state->l{k}_x_hat, {x.inputs});",
-            f"    {p}_fill(state->l{k}_h_hat, {x.hidden});",
-            f"    for (k = 0; k < {4 * x.hidden}; ++k)",
-            f"        state->l{k}_m[k] = {p}_l{k}_m0[k];",
-            f"    state->sent_x[{k}] = 0;",
-            f"    state->sent_h[{k}] = 0;",
+            f"    {p}_fill(s->{name}, {x.inputs if 'x_hat' in name else x.hidden});"
+            for name in zeroed
         ]
-    last = f"state->l{len(model.layers) - 1}_h"
+        resets += [
+            f"    for (k = 0; k < {4 * x.hidden}; ++k)",
+            f"        s->l{k}_m[k] = {p}_l{k}_m0[k];",
+            f"    s->since_sync[{k}] = s->sent_x[{k}] = s->sent_h[{k}] = 0;",
+        ]
+    last = f"s->l{len(model.layers) - 1}_h"
     if model.head_w is None:
-        output = f"""    for (k = 0; k < {model.output_size}; ++k)
-        out[k] = {last}[k];"""
+        output = f"    for (k = 0; k < {model.output_size}; ++k)\n        out[k] = {last}[k];"
     else:
         c, h = model.head_w.shape
-        output = f"""    for (k = 0; k < {c}; ++k) {{
-        const float *w = {p}_head_w + k * {h};
-        float acc = {p}_head_b[k];
-        int j;
-        for (j = 0; j < {h}; ++j)
-            acc += w[j] * {last}[j];
-        out[k] = acc;
-    }}"""
+        output = (
+            f"    for (k = 0; k < {c}; ++k) {{\n"
+            f"        const float *w = {p}_head_w + k * {h};\n"
+            f"        float acc = {p}_head_b[k];\n"
+            f"        int j;\n"
+            f"        for (j = 0; j < {h}; ++j)\n"
+            f"            acc += w[j] * {last}[j];\n"
+            f"        out[k] = acc;\n    }}"
+        )
+    columns = _COLUMNS.substitute(
+        p=p,
+        P=big,
+        passes=_passes(f"{p}_weight"),
+        scale_param="const float *scale, " if int8 else "",
+        delta="diff * scale[j]" if int8 else "diff",
+        value="v[j] * scale[j]" if int8 else "v[j]",
+        scale_x="L->sx, " if int8 else "",
+        scale_h="L->sh, " if int8 else "",
+    )
+    layer = (_LSTM_LAYER if lstm else _GRU_LAYER).substitute(p=p)
     include_math = "#include <math.h>\n" if model.gates == "libm" else ""
+    scale_fields = "    const float *sx, *sh; /* column scales */\n" if int8 else ""
     return f"""{header_comment(model, report, prefix)}
 #include "{prefix}.h"
 {include_math}
-{arrays}
+/* A memory above this in magnitude (or not finite) is recomputed densely at the next step. */
+#define {big}_MEMORY_BOUND {_float(np.asarray([model.memory_bound], np.float32))[0]}
+
+typedef {weight} {p}_weight;
+
+{chr(10).join(arrays)}
 /* One layer's constants. */
 typedef struct {{
     int inputs, hidden;
-    const {w} *wx, *wh; /* [inputs][G*hidden], [hidden][G*hidden] */
-{scales}    const float *m0, *theta_x, *theta_h;
+    const {p}_weight *wx, *wh; /* [inputs][G*hidden], [hidden][G*hidden] */
+{scale_fields}    const float *m0, *theta_x, *theta_h;
 }} {p}_layer;
 
 static const {p}_layer {p}_layers[{len(model.layers)}] = {{
 {chr(10).join(descriptors)}
 }};
 
-{_gates_source(p, model.gates)}
-{_products_source(p, int8)}
-{_layer_source(p, kind, int8)}
+{_gates(model, p)}
+{columns}
+{layer}
 static void {p}_fill(float *v, int n)
 {{
     int k;
@@ -442,19 +515,19 @@ static void {p}_fill(float *v, int n)
         v[k] = 0.0f;
 }}
 
-void {p}_reset({p}_state *state)
+void {p}_reset({p}_state *s)
 {{
     int k;
 {chr(10).join(resets)}
-    state->steps = 0;
+    s->steps = 0;
 }}
 
-void {p}_step({p}_state *state, const float *frame, float *out)
+void {p}_step({p}_state *s, const float *frame, float *out)
 {{
     int k;
 {chr(10).join(calls)}
 {output}
-    state->steps += 1;
+    s->steps += 1;
 }}
 """
 

@@ -10,6 +10,45 @@ FLOAT_BYTES = 4
 
 
 @dataclass(frozen=True)
+class StateField:
+    """One member of the C state struct: ``ctype name[size]`` (a scalar when ``size`` is 0)."""
+
+    ctype: str
+    name: str
+    size: int
+    comment: str
+
+    @property
+    def count(self) -> int:
+        return max(self.size, 1)
+
+
+def state_fields(model: ExportedModel) -> list[StateField]:
+    """The members of ``<prefix>_state``, in order: per layer h, (c,) x̂, ĥ and the memories, then
+    the counters."""
+    fields = []
+    for k, layer in enumerate(model.layers):
+        h, i = layer.hidden, layer.inputs
+        memory = "[M_r | M_z | M_xn | M_hn]" if layer.kind == "GRU" else "[M_i | M_f | M_g | M_o]"
+        fields.append(StateField("float", f"l{k}_h", h, f"layer {k}: h_t"))
+        if layer.kind == "LSTM":
+            fields.append(StateField("float", f"l{k}_c", h, f"layer {k}: c_t"))
+        fields += [
+            StateField("float", f"l{k}_x_hat", i, f"layer {k}: last input values sent"),
+            StateField("float", f"l{k}_h_hat", h, f"layer {k}: last hidden values sent"),
+            StateField("float", f"l{k}_m", 4 * h, f"layer {k}: memories {memory}"),
+        ]
+    layers = len(model.layers)
+    fields += [
+        StateField("unsigned long", "sent_x", layers, "inputs sent at the last step, per layer"),
+        StateField("unsigned long", "sent_h", layers, "hidden units sent at the last step"),
+        StateField("unsigned long", "since_sync", layers, "steps since the last dense re-sync"),
+        StateField("unsigned long", "steps", 0, "frames stepped since the last reset"),
+    ]
+    return fields
+
+
+@dataclass(frozen=True)
 class MemoryReport:
     """What an exported step needs, in bytes.
 
@@ -51,7 +90,7 @@ class MemoryReport:
             weights += " float32"
         return [
             weights,
-            f"head      {self.head:,} B float32",
+            f"head      {self.head:,} B float32" if self.head else "head      none",
             f"biases and thresholds {self.constants:,} B",
             f"read-only total {self.read_only:,} B",
             f"state     {self.state_bytes(4):,} B ({self.state_floats:,} floats and "
@@ -70,7 +109,7 @@ class MemoryReport:
 
 def memory_report(model: ExportedModel) -> MemoryReport:
     """The bytes of an :class:`ExportedModel` as the C source stores it."""
-    weights = scales = float_weights = constants = floats = 0
+    weights = scales = float_weights = constants = 0
     for layer in model.layers:
         count = layer.wx.size + layer.wh.size
         weights += count * layer.wx.itemsize
@@ -78,8 +117,8 @@ def memory_report(model: ExportedModel) -> MemoryReport:
         if layer.sx is not None:
             scales += FLOAT_BYTES * (layer.sx.size + layer.sh.size)
         constants += FLOAT_BYTES * (layer.m0.size + layer.theta_x.size + layer.theta_h.size)
-        cell = layer.hidden if layer.kind == "LSTM" else 0
-        floats += layer.hidden + cell + layer.inputs + layer.hidden + layer.m0.size
     head = 0 if model.head_w is None else FLOAT_BYTES * (model.head_w.size + model.head_b.size)
-    counters = 2 * len(model.layers) + 1  # sent_x and sent_h per layer, and steps
+    fields = state_fields(model)
+    floats = sum(f.count for f in fields if f.ctype == "float")
+    counters = sum(f.count for f in fields if f.ctype == "unsigned long")
     return MemoryReport(weights, scales, float_weights, head, constants, floats, counters)

@@ -26,6 +26,10 @@ from ..nn import DeltaGRU, DeltaLSTM
 
 WEIGHTS = ("float32", "int8")
 GATES = ("rational", "libm")
+# The streamer's re-sync rule (deltarnn.functional.state): a memory above MEMORY_BOUND in magnitude
+# or not finite is recomputed densely at the next step, and every RESYNC_EVERY steps.
+MEMORY_BOUND = 1024.0
+RESYNC_EVERY = 1024
 # Loop indices and sizes are C `int`, which is only guaranteed 16 bits: keep every size below it.
 MAX_SIZE = 32767
 
@@ -78,6 +82,9 @@ class ExportedModel:
         head_b: (C,) float32 head bias, or ``None``.
         weights: ``"float32"`` or ``"int8"`` (the recurrent weights; the head stays float32).
         gates: ``"rational"`` (the CPU engine's float32 approximations, no libm) or ``"libm"``.
+        resync_every: period of the dense re-sync of the memories in steps (0: only when a memory
+            is not finite or exceeds ``memory_bound``), as the streamer applies it.
+        memory_bound: a memory above this in magnitude is recomputed densely at the next step.
         pool: how the trained model pools the head's input (``"mean"``, ``"last"``), ``"frame"``
             for a per-frame (CTC) model, ``None`` without a head.
         source: a one-line description of the module exported.
@@ -88,6 +95,8 @@ class ExportedModel:
     head_b: np.ndarray | None
     weights: str
     gates: str
+    resync_every: int
+    memory_bound: float
     pool: str | None
     source: str
 
@@ -105,7 +114,11 @@ class ExportedModel:
 
 
 def read_model(
-    module: nn.Module, *, weights: str = "float32", gates: str = "rational"
+    module: nn.Module,
+    *,
+    weights: str = "float32",
+    gates: str = "rational",
+    resync_every: int = RESYNC_EVERY,
 ) -> ExportedModel:
     """Read and check a delta model for export (see the module docstring).
 
@@ -120,13 +133,18 @@ def read_model(
         raise ConfigError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if gates not in GATES:
         raise ConfigError(f"gates must be one of {GATES}, got {gates!r}")
+    if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
+        raise ConfigError(f"resync_every must be an int >= 0 (0: off), got {resync_every!r}")
     rnn, head, pool = _split(module)
     _check_supported(rnn)
     layers = tuple(_read_layer(rnn, k, weights) for k in range(rnn.num_layers))
     head_w = head_b = None
     if head is not None:
         head_w, head_b = _read_head(head, rnn.hidden_size)
-    return ExportedModel(layers, head_w, head_b, weights, gates, pool, _describe(module, rnn))
+    return ExportedModel(
+        layers, head_w, head_b, weights, gates, resync_every, MEMORY_BOUND, pool,
+        _describe(module, rnn),
+    )  # fmt: skip
 
 
 def _split(module: nn.Module) -> tuple[DeltaGRU | DeltaLSTM, nn.Module | None, str | None]:
