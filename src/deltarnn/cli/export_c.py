@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..export.model import RESYNC_EVERY
+
 HELP = "export a trained delta model (run folder or .safetensors) as C99 source for a small device"
 
 
@@ -23,6 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("rational", "libm"),
         default="rational",
         help="tanh/sigmoid: the CPU engine's rational approximations (no libm) or tanhf/expf",
+    )
+    p.add_argument(
+        "--resync-every",
+        type=int,
+        default=RESYNC_EVERY,
+        help="recompute the memories densely every N steps (0: only after a huge or non-finite "
+        "value), as the streamer does",
     )
     p.add_argument(
         "--with-main", action="store_true", help="also write <prefix>_main.c, a test driver"
@@ -64,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         with_main=args.with_main,
         gates=args.gates,
+        resync_every=args.resync_every,
     )
     written = [result.header, result.source] + ([result.driver] if result.driver else [])
     print(f"{result.model.source}: wrote {', '.join(str(p) for p in written)}")
