@@ -211,3 +211,10 @@ def test_rational_gates_are_the_engines(cc, tmp_path):
     np.testing.assert_allclose(s[::50], engine_s, rtol=0, atol=4e-7)
     np.testing.assert_allclose(t, np.tanh(a.astype(np.float64)), rtol=0, atol=4e-7)
     np.testing.assert_allclose(s, 0.5 + 0.5 * np.tanh(a.astype(np.float64) / 2), rtol=0, atol=3e-7)
+    # non-finite: NaN propagates (as libm's), +-inf saturates
+    special = np.array([np.nan, np.inf, -np.inf], np.float32)
+    special_t, special_s = np.zeros_like(special), np.zeros_like(special)
+    pointers = [ctypes.c_void_p(v.ctypes.data) for v in (special, special_t, special_s)]
+    gates(*pointers, ctypes.c_int(3))
+    np.testing.assert_array_equal(special_t, [np.nan, 1.0, -1.0])
+    np.testing.assert_array_equal(special_s, [np.nan, 1.0, 0.0])

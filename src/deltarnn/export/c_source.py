@@ -172,12 +172,13 @@ static float ${p}_sigmoid(float a)
 
 _GATES_RATIONAL = Template(
     r"""/* tanh, max abs error 2.7e-7: the [13/6] rational approximation of deltarnn's CPU engine
- * (as in Eigen), on a clamped to +-${clamp}, where it is within 1 ulp of +-1. */
+ * (as in Eigen), on a clamped to +-${clamp}, where it is within 1 ulp of +-1. The clamp keeps
+ * NaN (both comparisons are false), so NaN propagates as in libm; +-inf gives +-1. */
 static float ${p}_tanh(float a)
 {
-    float x = a > -${clamp} ? a : -${clamp};
+    float x = a < -${clamp} ? -${clamp} : a;
     float x2, p, q;
-    x = x < ${clamp} ? x : ${clamp};
+    x = x > ${clamp} ? ${clamp} : x;
     x2 = x * x;
 ${polynomials}
     return x * p / q;
