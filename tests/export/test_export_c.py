@@ -13,33 +13,15 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 pytest.importorskip("numba")
 
-from tests.export.helpers import assert_close, midpoint_thetas, python_stream  # noqa: E402
+from tests.export.helpers import assert_close, make_model, python_stream  # noqa: E402
 
 import deltarnn  # noqa: E402
 from deltarnn.errors import ShapeError  # noqa: E402
 from deltarnn.export import HostBuild, export_c  # noqa: E402
 from deltarnn.export.host import STRICT_FLAGS, compile_c  # noqa: E402
-from deltarnn.export.state_dict import RNNWithHead  # noqa: E402
-
-KINDS = {"gru": deltarnn.DeltaGRU, "lstm": deltarnn.DeltaLSTM}
-
-
-def make_model(kind: str, layers: int, *, hidden=24, head=False, seed=0, thetas=True):
-    """A delta RNN on 40 inputs, per-feature thresholds at grid midpoints (Θx) and varied Θh."""
-    torch.manual_seed(seed)
-    rnn = KINDS[kind](40, hidden, layers)
-    gen = torch.Generator().manual_seed(seed + 1)
-    if thetas:
-        theta_x = [midpoint_thetas(gen, 40 if k == 0 else hidden) for k in range(layers)]
-        theta_h = [0.02 + 0.1 * torch.rand(hidden, generator=gen) for _ in range(layers)]
-        rnn.set_thresholds(theta_x, theta_h)
-    if not head:
-        return rnn
-    return RNNWithHead(rnn, nn.Linear(hidden, 10))
 
 
 @pytest.mark.parametrize("weights", ["float32", "int8"])
