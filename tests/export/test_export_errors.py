@@ -61,6 +61,11 @@ BAD_MODELS = {
     ),
     "proj_size flag": (lambda: _setattr(gru(), "proj_size", 4), ConfigError, "proj_size"),
     "transform attached": (lambda: _with_transform(gru()), ConfigError, "transform"),
+    "deterministic (float64 inside)": (
+        lambda: _setattr(gru(), "deterministic", True),
+        ConfigError,
+        "deterministic=True",
+    ),
     "weight of the wrong shape": (
         lambda: _replace(gru(), "weight_hh_l1", torch.zeros(24, 7)),
         ShapeError,

@@ -183,6 +183,11 @@ def _check_supported(rnn: DeltaGRU | DeltaLSTM) -> None:
         n.startswith("weight_hr") for n, _ in rnn.named_parameters()
     ):
         raise ConfigError("proj_size must be 0: LSTM projections cannot be exported")
+    if getattr(rnn, "deterministic", False):
+        raise ConfigError(
+            "the RNN has deterministic=True (layers computed in float64); the C step computes in "
+            "float32: export a copy with deterministic=False (what the C step will compute)"
+        )
     if rnn.transforms != (None, None):
         raise ConfigError(
             "the RNN has a training transform attached (set_transforms: fixed-point "
