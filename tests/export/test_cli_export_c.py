@@ -26,11 +26,12 @@ def test_export_c_from_safetensors(cc, fsdd_frames, tmp_path, capsys):
     save_file(lstm.state_dict(), str(tmp_path / "kws.safetensors"))
     out = tmp_path / "c"
     argv = ["export-c", str(tmp_path / "kws.safetensors"), "--out", str(out), "--weights", "int8"]
-    assert main([*argv, "--with-main", "--prefix", "kws"]) == 0
+    assert main([*argv, "--with-main", "--prefix", "kws", "--resync-every", "64"]) == 0
     printed = capsys.readouterr().out
     assert "DeltaLSTM(40, 16, num_layers=2)" in printed and "int8" in printed
     assert "state" in printed and "B" in printed
     assert sorted(p.name for p in out.iterdir()) == ["kws.c", "kws.h", "kws_main.c"]
+    assert "#define KWS_RESYNC_EVERY 64" in (out / "kws.h").read_text()
     # the memory report printed is the one in the header
     for line in printed.splitlines()[1:]:
         assert line.strip() in (out / "kws.h").read_text()

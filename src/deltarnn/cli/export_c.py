@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..export.model import RESYNC_EVERY
-
 HELP = "export a trained delta model (run folder or .safetensors) as C99 source for a small device"
 
 
@@ -29,9 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resync-every",
         type=int,
-        default=RESYNC_EVERY,
         help="recompute the memories densely every N steps (0: only after a huge or non-finite "
-        "value), as the streamer does",
+        "value); default: the streamer's period",
     )
     p.add_argument(
         "--with-main", action="store_true", help="also write <prefix>_main.c, a test driver"
@@ -73,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         with_main=args.with_main,
         gates=args.gates,
-        resync_every=args.resync_every,
+        **({} if args.resync_every is None else {"resync_every": args.resync_every}),
     )
     written = [result.header, result.source] + ([result.driver] if result.driver else [])
     print(f"{result.model.source}: wrote {', '.join(str(p) for p in written)}")
