@@ -226,3 +226,13 @@ def test_model_dropout_reaches_the_rnn_and_acts_in_training_only():
     a = model(x, lengths)
     torch.manual_seed(1)
     assert not torch.allclose(a, model(x, lengths))
+
+
+def test_regression_head_returns_per_frame_outputs_without_softmax():
+    torch.manual_seed(0)
+    model = SequenceModel(ModelConfig(hidden_size=6, num_layers=1), 3, 2, True, regression=True)
+    x, lengths = torch.randn(5, 2, 3), torch.tensor([5, 5])
+    out, _ = model.rnn(x)
+    torch.testing.assert_close(model(x, lengths), model.head(out))
+    with pytest.raises(ConfigError, match="per_frame"):
+        SequenceModel(ModelConfig(hidden_size=6), 3, 1, regression=True)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..functional import DeltaCounts
 from ..nn import DeltaGRU, DeltaLSTM
 from .config import MethodConfig, ModelConfig
@@ -107,26 +108,36 @@ class _LearnableRun:
 
 
 class SequenceModel(nn.Module):
-    """A delta RNN with a linear head for classification (pooled) or CTC (per frame).
+    """A delta RNN with a linear head for classification (pooled), CTC or regression (per frame).
 
     Args:
         model: architecture and thresholds.
         input_size: F.
         num_classes: C (for CTC, including the blank at index 0).
         per_frame: return (T, B, C) log-probabilities for CTC instead of (B, C) logits.
+        regression: with ``per_frame``, return the head's (T, B, C) outputs as they are (no
+            log-softmax): per-frame regression.
 
     Inputs: ``x`` (T, B, F), ``lengths`` (B,) int64.
     Outputs: :meth:`run` returns a :class:`ModelOutput`; ``forward`` its ``y``: logits (B, C),
-    or log-probabilities (T, B, C) with ``per_frame``.
+    or log-probabilities (T, B, C) with ``per_frame`` (outputs (T, B, C) with ``regression``).
     """
 
     def __init__(
-        self, model: ModelConfig, input_size: int, num_classes: int, per_frame: bool = False
+        self,
+        model: ModelConfig,
+        input_size: int,
+        num_classes: int,
+        per_frame: bool = False,
+        regression: bool = False,
     ) -> None:
         super().__init__()
+        if regression and not per_frame:
+            raise ConfigError("regression=True needs per_frame=True (one output per frame)")
         cls = DeltaGRU if model.kind == "gru" else DeltaLSTM
         self.config = model
         self.per_frame = per_frame
+        self.regression = regression
         self.rnn = cls(
             input_size,
             model.hidden_size,
@@ -197,7 +208,9 @@ class SequenceModel(nn.Module):
         finally:
             if learnable is not None:
                 self._install_shared_transform()
-        if self.per_frame:
+        if self.regression:
+            y = self.head(out)
+        elif self.per_frame:
             y = torch.log_softmax(self.head(out), dim=-1)
         else:
             y = self.head(pool(out, lengths, self.config.pool))

@@ -304,12 +304,14 @@ def run_stage(
     schedule: Any,
     *,
     params: Sequence[Any] | None = None,
+    hooks: Any = None,
     force: bool = False,
 ) -> Any:
     """One resumable training stage (:func:`~deltarnn.train.fit_run` into ``path``, a run
     folder tied to ``config``): a finished folder only loads, an interrupted one resumes.
-    ``params``: the parameters to train (default all). Learned thresholds are baked into the
-    model afterwards."""
+    ``params``: the parameters to train (default all); ``hooks``
+    (:class:`~deltarnn.train.Hooks`): per-epoch validation and the choice of the epoch on it.
+    Learned thresholds are baked into the model afterwards."""
     t0 = time.perf_counter()
     fit_run(
         model,
@@ -318,6 +320,7 @@ def run_stage(
         schedule=schedule,
         folder=RunFolder(path, config),
         params=params,
+        hooks=hooks,
         force=force,
         progress=False,
     )
