@@ -384,12 +384,14 @@ class NetworkCost:
 
 @dataclasses.dataclass
 class Piece:
-    """One session's part of a split: frames (N, 3, H, W) uint8, angles (N,), speed (N,)."""
+    """One session's part of a split: frames (N, 3, H, W) uint8, angles (N,), speed (N,) and
+    time stamps (N,) in seconds."""
 
     name: str
     frames: Tensor
     angles: Tensor
     speed: np.ndarray
+    time_s: np.ndarray
 
 
 def load_pieces(cfg: SteeringConfig) -> dict[str, list[Piece]]:
@@ -412,6 +414,7 @@ def load_pieces(cfg: SteeringConfig) -> dict[str, list[Piece]]:
                 load_frames(s, size, crop=crop),
                 torch.from_numpy(s.steering.copy()),
                 s.speed.copy(),
+                s.time_s.copy(),
             )
             for s in pieces
             if len(s) > 1
@@ -1000,6 +1003,28 @@ def write_summary(cfg: SteeringConfig, results: Path, data=None) -> dict:
     return summary
 
 
+def label_predictability(pieces: list[Piece]) -> list[dict[str, Any]]:
+    """How much of the labels' variance is slow, per piece: R² of the labels' own centred
+    moving averages over 1, 2 and 3 s (which know the future: no camera model gets them), and of
+    the label 0.5 s late. A model that sees the road, not the driver's finger, can hope for
+    about the slow part."""
+    from deltarnn.data.steering import moving_average
+
+    out = []
+    for p in pieces:
+        y = p.angles.numpy().astype(np.float64)
+        sst = float(((y - y.mean()) ** 2).sum())
+        entry: dict[str, Any] = {"piece": p.name, "frames": len(y)}
+        for window in (1.0, 2.0, 3.0):
+            smooth = moving_average(y, p.time_s, window)
+            entry[f"r2_centred_average_{window:g}s"] = 1 - float(((y - smooth) ** 2).sum()) / sst
+        late = np.searchsorted(p.time_s, p.time_s - 0.5, side="right") - 1
+        late_y = np.where(late >= 0, y[np.clip(late, 0, None)], y[0])
+        entry["r2_label_0.5s_late"] = 1 - float(((y - late_y) ** 2).sum()) / sst
+        out.append(entry)
+    return out
+
+
 def write_details(cfg, path: Path, rows, data, s, shares, selection) -> dict:
     """``details.json``: the test numbers of every reported configuration, their per-piece
     scores and whole-network costs, the constant predictors and the selection."""
@@ -1036,6 +1061,9 @@ def write_details(cfg, path: Path, rows, data, s, shares, selection) -> dict:
                 "val": constant_rmse(data["val"], 0.0),
                 "test": constant_rmse(data["test"], 0.0),
             },
+        },
+        "label_predictability": {
+            part: label_predictability(data[part]) for part in ("val", "test")
         },
         "per_frame_cost": dataclasses.asdict(cost),
         "configurations": configs,
@@ -1091,6 +1119,22 @@ def piece_table(details: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def predictability_table(details: dict) -> str:
+    """Markdown: R² of the labels' own smoothed and late versions per piece."""
+    lines = [
+        "| split | piece | frames | centred 1 s average | 2 s | 3 s | label 0.5 s late |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for part, pieces in details["label_predictability"].items():
+        for p in pieces:
+            lines.append(
+                f"| {part} | {p['piece']} | {p['frames']} | {p['r2_centred_average_1s']:.2f} "
+                f"| {p['r2_centred_average_2s']:.2f} | {p['r2_centred_average_3s']:.2f} "
+                f"| {p['r2_label_0.5s_late']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def network_table(details: dict) -> str:
     """Markdown: the RNN's and the whole network's reductions of every test configuration."""
     cost = details["per_frame_cost"]
@@ -1140,7 +1184,14 @@ def render_tables(results: str, table: str, plot_path: str) -> str:
         details = json.loads(details_path.read_text())
         text += ["### Test RMSE and R² per piece (R²: against the piece's own mean)", ""]
         text += [piece_table(details), "### The whole network (CNN included), test", ""]
-        text.append(network_table(details))
+        text += [network_table(details), "### How much of the labels' variance is slow", ""]
+        text += [
+            "R² against the labels of their own centred moving averages (they know the future) "
+            "and of the label 0.5 s late: a model that sees the road, not the keyboard, can "
+            "hope for about the slow part.",
+            "",
+            predictability_table(details),
+        ]
     out = "\n".join(text)
     Path(table).write_text(out)
     val = pareto([r for r in pooled if r.split == "val"], spec)
