@@ -131,6 +131,20 @@ def test_load_steering(tmp_path):
     sets = steering.load_steering(_write_tree(tmp_path), seq_len=2, use_cache=False)
     assert set(sets) == {"train", "test"}
     assert len(sets["train"]) == 8 // 2 + 5 // 2  # s1: 8 frames before 0.72 s, s2: 5 of 7
+    sets = steering.load_steering(
+        tmp_path,
+        train_fraction=0.6,
+        val_fraction=0.2,
+        seq_len=1,
+        stride=2,
+        size=(4, 8),
+        grayscale=True,
+    )
+    assert set(sets) == {"train", "val", "test"}
+    for ds in sets.values():  # every split gets the same window and frame options
+        assert (ds.seq_len, ds.stride) == (1, 2) and ds[0][0].shape == (1, 1, 4, 8)
+    with pytest.raises(TypeError, match="seq_length"):
+        steering.load_steering(tmp_path, seq_length=2)
 
 
 def test_errors(tmp_path):

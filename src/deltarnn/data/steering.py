@@ -23,6 +23,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -355,26 +356,17 @@ def load_steering(
     *,
     train_fraction: float = 0.8,
     val_fraction: float = 0.0,
-    seq_len: int = 16,
-    stride: int | None = None,
-    size: tuple[int, int] | None = None,
-    grayscale: bool = False,
-    use_cache: bool = True,
-    cache_dir: PathLike | None = None,
-    crop: tuple[int, int] = (0, 0),
     smooth_s: float = 0.0,
+    **windows: Any,
 ) -> dict[str, SteeringDataset]:
     """Steering datasets per temporal split: ``{"train", "test"}`` plus ``"val"`` when
     ``val_fraction`` > 0. Labels are smoothed over ``smooth_s`` seconds first
-    (:func:`smooth_steering` on each whole session; 0: raw labels). Other arguments as in
-    :func:`temporal_split` and :class:`SteeringDataset`."""
+    (:func:`smooth_steering` on each whole session; 0: raw labels). ``train_fraction`` and
+    ``val_fraction`` as in :func:`temporal_split`; ``windows`` are the keyword arguments of
+    :class:`SteeringDataset` (``seq_len``, ``stride``, ``size``, ``grayscale``, ``use_cache``,
+    ``cache_dir``, ``crop``), the same for every split."""
     sessions = load_sessions(root)
     if smooth_s:
         sessions = [smooth_steering(s, smooth_s) for s in sessions]
     parts = temporal_split(sessions, train_fraction, val_fraction)
-    return {
-        name: SteeringDataset(
-            pieces, seq_len, stride, size, grayscale, use_cache, cache_dir, crop=crop
-        )
-        for name, pieces in parts.as_dict().items()
-    }
+    return {name: SteeringDataset(pieces, **windows) for name, pieces in parts.as_dict().items()}
