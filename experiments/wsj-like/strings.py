@@ -385,6 +385,19 @@ def run_experiment(cfg: StringsConfig, out_dir: str, results: str, *, force: boo
     write_summary(cfg, results_path)
 
 
+def train_dense(cfg: StringsConfig, out_dir: str) -> None:
+    """Train the dense models only the test phase needs (seeds outside ``select_seeds``), fold
+    by fold, so that a second process can train them beside the main run; the main run then
+    loads the finished run folders (a run folder is tied to its stage's config)."""
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    for test, val in cfg.folds:
+        fold = load_fold(cfg, test, val)
+        for seed in cfg.seeds:
+            if seed not in cfg.select_seeds:
+                dense_model(cfg, Path(out_dir), fold, seed, False)
+
+
 def write_summary(cfg: StringsConfig, results: Path) -> dict:
     rows = [r for r in read_rows(results) if r.task == "strings"]
     selection = json.loads((results.parent / "selection.json").read_text())
@@ -450,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true")
     p.add_argument("--render", nargs=2, metavar=("TABLE", "PLOT"))
     p.add_argument("--summary", action="store_true", help="only rewrite summary.json")
+    p.add_argument(
+        "--dense-only",
+        action="store_true",
+        help="only train the test phase's dense models (a second process beside the main run)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = StringsConfig(**flat_config_fields(StringsConfig, args.config, args.set))
@@ -459,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(write_summary(cfg, Path(args.results)), indent=1))
     elif not args.out:
         p.error("--out is required to run the experiment")
+    elif args.dense_only:
+        train_dense(cfg, args.out)
     else:
         run_experiment(cfg, args.out, args.results, force=args.force)
     return 0

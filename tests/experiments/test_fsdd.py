@@ -4,7 +4,6 @@ writes, summary.json's fields, resumption from the run folders and the tables.""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -60,54 +59,19 @@ def test_folds_and_config_checks(fsdd_loso):
 
 
 def test_tiny_run_selects_on_validation_then_tests_once(
-    fsdd_loso, six_speakers, tmp_path, monkeypatch
+    fsdd_loso, six_speakers, tmp_path, monkeypatch, protocol_outputs
 ):
     # An untrained tiny model is far from dense at any Θ: a wide budget lets the rule choose.
     monkeypatch.setattr(fsdd_loso, "REPORT", dataclasses.replace(fsdd_loso.REPORT, budget=1.0))
     cfg = _cfg(fsdd_loso, six_speakers)
     out, results = tmp_path / "runs", tmp_path / "exp" / "results.json"
     fsdd_loso.run_experiment(cfg, str(out), str(results))
-    rows = read_rows(results)
-    val = [r for r in rows if r.split.startswith("val:")]
-    test = [r for r in rows if r.split.startswith("test:")]
-    selection = json.loads((results.parent / "selection.json").read_text())
-    assert selection["chosen_on"] == "validation"
-    chosen = (selection["method"], selection["theta_x"])
-    assert {r.method for r in val} == {
-        "dense",
-        "converted",
-        "control",
-        "delta",
-        "delta_l1",
-        "learnable",
-    }
+    rows, val, test, chosen = protocol_outputs(results)
     # Test rows: dense, control, the selected configuration and the learnable run, no other.
-    assert {(r.method, r.theta_x) for r in test} <= {
-        ("dense", 0.0),
-        ("control", 0.0),
-        chosen,
-        ("learnable", 0.3),
-    }
-    assert len(test) == 2 * 2 * len({("dense", 0.0), ("control", 0.0), chosen, ("learnable", 0.3)})
+    methods = {("dense", 0.0), ("control", 0.0), chosen, ("learnable", 0.3)}
+    assert {(r.method, r.theta_x) for r in test} <= methods
+    assert len(test) == 2 * 2 * len(methods)
     assert all(len(r.extra["item_num"]) == 20 for r in test)  # one speaker: 10 digits x 2
-    assert all("learned_theta_x" in r.extra for r in rows if r.method == "learnable")
-    summary = json.loads((results.parent / "summary.json").read_text())
-    for key in (
-        "claim",
-        "target",
-        "budget",
-        "metric",
-        "dense_test",
-        "selected",
-        "test",
-        "met",
-        "command",
-    ):
-        assert key in summary
-    assert set(summary["dense_test"]) >= {"mean", "sd", "ci95", "n_seeds"}
-    assert summary["selected"]["chosen_on"] == "validation"
-    assert set(summary["test"]) >= {"metric", "loss_vs_dense", "mac_reduction", "ops_reduction"}
-    assert isinstance(summary["met"], bool)
     # A second run reuses every finished stage and rewrites the same rows.
     before = {r.key: r.value for r in rows}
     fsdd_loso.run_experiment(cfg, str(out), str(results))

@@ -1,5 +1,6 @@
-"""The WSJ-like experiment script: config checks and tiny end-to-end runs on synthetic digit
-strings and synthetic Asterisk prompts (train, resume from the run folders, render)."""
+"""The WSJ-like experiment scripts: config checks and tiny end-to-end runs on synthetic digit
+strings and synthetic Asterisk prompts (train, resume from the run folders, render); the digit
+strings protocol script (selection on validation, test once, dense models from a second process)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,61 @@ def test_tiny_asterisk_end_to_end(speech, asterisk_root, tmp_path, tiny):
     assert all(r.val_value is not None and r.dense_val_value == rows[0].val_value for r in rows)
     history = json.loads((tmp_path / "run/delta/metrics.json").read_text())["history"]
     assert {"val_cer", "val_occupancy_x", "val_occupancy_h"} <= set(history[0])
+
+
+def _strings_cfg(module, root):
+    return module.StringsConfig(
+        root=str(root),
+        seeds=[0, 1],
+        max_digits=2,
+        train_strings=8,
+        val_strings=6,
+        test_strings=5,
+        num_layers=1,
+        hidden_size=8,
+        batch_size=4,
+        align_epochs=1,
+        dense_epochs=1,
+        retrain_epochs=1,
+        thetas=[0.2],
+        retrain_thetas=[0.2],
+        speeds=[1.0, 1.1],
+    )
+
+
+def test_strings_config_checks(strings):
+    with pytest.raises(ConfigError, match="folds"):
+        strings.StringsConfig(folds=[["theo", "theo"]]).validate()
+    with pytest.raises(ConfigError, match="select_seeds"):
+        strings.StringsConfig(seeds=[0], select_seeds=[1]).validate()
+    with pytest.raises(ConfigError, match="speeds"):
+        strings.StringsConfig(speeds=[0.9]).validate()
+
+
+def test_tiny_strings_protocol_selects_on_validation_then_tests_once(
+    strings, fsdd_root, tmp_path, monkeypatch, protocol_outputs
+):
+    # An untrained tiny model is far from dense at any Θ: a wide budget lets the rule choose.
+    monkeypatch.setattr(strings, "REPORT", dataclasses.replace(strings.REPORT, budget=1.0))
+    cfg = _strings_cfg(strings, fsdd_root)
+    out, results = tmp_path / "runs", tmp_path / "exp" / "results.json"
+    # The second process trains only the dense models of the seeds outside select_seeds.
+    strings.train_dense(cfg, str(out))
+    assert sorted(p.parent.name for p in out.glob("*/*/dense")) == ["seed1", "seed1"]
+    assert not list(out.glob("*/seed0"))
+    strings.run_experiment(cfg, str(out), str(results))
+    rows, val, test, chosen = protocol_outputs(results)
+    assert {r.seed for r in val} == {0}
+    methods = {("dense", 0.0), ("control", 0.0), chosen, ("learnable", 0.2)}
+    assert {(r.method, r.theta_x) for r in test} == methods
+    assert len(test) == 2 * 2 * len(methods)  # two folds x two seeds
+    assert all(len(r.extra["item_num"]) == 5 for r in test)  # one item per test string
+    # A second run reuses every finished stage and rewrites the same rows.
+    before = {r.key: r.value for r in rows}
+    strings.run_experiment(cfg, str(out), str(results))
+    assert {r.key: r.value for r in read_rows(results)} == before
+    table = strings.render_tables(
+        cfg, str(results), str(tmp_path / "t.md"), str(tmp_path / "p.png")
+    )
+    assert "per held-out speaker" in table
+    assert (tmp_path / "p.png").stat().st_size > 0
