@@ -199,6 +199,20 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path, monkeypatch, existin
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
 
 
+def test_the_head_comment_says_how_the_trained_model_uses_it(tmp_path):
+    from deltarnn.train import ModelConfig, SequenceModel
+
+    cases = {
+        "average `out` over them": SequenceModel(ModelConfig(hidden_size=8, num_layers=1), 6, 4),
+        "log_softmax": SequenceModel(ModelConfig(hidden_size=8), 6, 4, per_frame=True),
+        "used as they are": SequenceModel(
+            ModelConfig(hidden_size=8), 6, 1, per_frame=True, regression=True
+        ),
+    }
+    for k, (words, model) in enumerate(cases.items()):
+        assert words in export_c(model, tmp_path / str(k)).header.read_text()
+
+
 def test_rounding_method_on_a_trained_model_is_a_transform():
     from deltarnn.train import MethodConfig, ModelConfig, SequenceModel
 

@@ -78,6 +78,7 @@ def header_comment(model: ExportedModel, report: MemoryReport, prefix: str) -> s
             "`out` over them",
             "last": "the trained model reads the head at the last frame",
             "frame": "per-frame logits (the trained model adds log_softmax)",
+            "regression": "per-frame outputs, used as they are",
         }.get(model.pool or "", "applied per frame")
         lines.append(
             f"Head:       linear {model.head_w.shape[1]} -> {model.head_w.shape[0]}, "

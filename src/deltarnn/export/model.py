@@ -86,7 +86,8 @@ class ExportedModel:
             is not finite or exceeds ``memory_bound``), as the streamer applies it.
         memory_bound: a memory above this in magnitude is recomputed densely at the next step.
         pool: how the trained model pools the head's input (``"mean"``, ``"last"``), ``"frame"``
-            for a per-frame (CTC) model, ``None`` without a head.
+            for per-frame log-probabilities (CTC), ``"regression"`` for per-frame outputs used as
+            they are, ``None`` without a head.
         source: a one-line description of the module exported.
     """
 
@@ -162,7 +163,9 @@ def _split(module: nn.Module) -> tuple[DeltaGRU | DeltaLSTM, nn.Module | None, s
             return rnn, None, None
         per_frame = bool(getattr(module, "per_frame", False))
         config = getattr(module, "config", None)
-        return rnn, head, "frame" if per_frame else getattr(config, "pool", None)
+        if per_frame:
+            return rnn, head, "regression" if getattr(module, "regression", False) else "frame"
+        return rnn, head, getattr(config, "pool", None)
     hint = ""
     if isinstance(module, (nn.GRU, nn.LSTM, nn.GRUCell, nn.LSTMCell)):
         hint = " (convert a torch module first with deltarnn.from_torch)"
