@@ -50,6 +50,13 @@ def test_stream_continues_across_calls_and_reset_restarts(cc, fsdd_frames, tmp_p
     second = build.run(frames[17:])
     for a, b1, b2 in zip(whole, first, second, strict=True):
         np.testing.assert_array_equal(a, np.concatenate([b1, b2]))
+    # steps timed inside C advance the same stream
+    build.reset()
+    ns, timer_ns = build.time_steps(frames[:17])
+    assert ns.shape == timer_ns.shape == (17,) and ns.sum() > 0
+    assert (ns >= 0).all() and (timer_ns >= 0).all()
+    for a, b in zip(whole, build.run(frames[17:]), strict=True):
+        np.testing.assert_array_equal(a[17:], b)
     # frame by frame through HostBuild.step: the same stream
     build.reset()
     for t in range(frames.shape[0]):
