@@ -59,19 +59,16 @@ def load_module(path: Path):
     return module_from_state_dict(state_dict, str(path))
 
 
+# The flags that are export_c's keyword arguments, under the same names.
+OPTIONS = ("weights", "prefix", "with_main", "gates", "resync_every")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export import export_c
 
-    module = load_module(args.model)
-    result = export_c(
-        module,
-        args.out,
-        weights=args.weights,
-        prefix=args.prefix,
-        with_main=args.with_main,
-        gates=args.gates,
-        **({} if args.resync_every is None else {"resync_every": args.resync_every}),
-    )
+    # An omitted --resync-every (None) leaves export_c's default, the streamer's period.
+    options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    result = export_c(load_module(args.model), args.out, **options)
     written = [result.header, result.source] + ([result.driver] if result.driver else [])
     print(f"{result.model.source}: wrote {', '.join(str(p) for p in written)}")
     for line in result.memory.lines():

@@ -28,7 +28,7 @@ def state_fields(model: ExportedModel) -> list[StateField]:
     the counters."""
     fields = []
     for k, layer in enumerate(model.layers):
-        h, i = layer.hidden, layer.inputs
+        h, i = layer.packed.hidden_size, layer.packed.input_size
         memory = "[M_r | M_z | M_xn | M_hn]" if layer.kind == "GRU" else "[M_i | M_f | M_g | M_o]"
         fields.append(StateField("float", f"l{k}_h", h, f"layer {k}: h_t"))
         if layer.kind == "LSTM":
@@ -111,11 +111,12 @@ def memory_report(model: ExportedModel) -> MemoryReport:
     """The bytes of an :class:`ExportedModel` as the C source stores it."""
     weights = scales = float_weights = constants = 0
     for layer in model.layers:
-        count = layer.wx.size + layer.wh.size
-        weights += count * layer.wx.itemsize
+        w = layer.packed
+        count = w.wx.size + w.wh.size
+        weights += count * w.wx.itemsize
         float_weights += count * FLOAT_BYTES
-        if layer.sx is not None:
-            scales += FLOAT_BYTES * (layer.sx.size + layer.sh.size)
+        if w.quantized:
+            scales += FLOAT_BYTES * (w.sx.size + w.sh.size)
         constants += FLOAT_BYTES * (layer.m0.size + layer.theta_x.size + layer.theta_h.size)
     head = 0 if model.head_w is None else FLOAT_BYTES * (model.head_w.size + model.head_b.size)
     fields = state_fields(model)

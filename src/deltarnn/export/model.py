@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DTypeError, ShapeError, ThresholdError
 from ..functional import gru_initial_memory, lstm_initial_memory
 from ..nn import DeltaGRU, DeltaLSTM
+
+if TYPE_CHECKING:  # importing the engine loads numba: only where a layer is packed
+    from ..ops.cpu import CPUPacked
 
 WEIGHTS = ("float32", "int8")
 GATES = ("rational", "libm")
@@ -41,34 +45,19 @@ class ExportedLayer:
     Attributes:
         kind: ``"GRU"`` (gates r|z|n, memory ``[M_r | M_z | M_xn | M_hn]``) or ``"LSTM"``
             (i|f|g|o, memory ``[M_i | M_f | M_g | M_o]``).
-        wx: (I, G*H) float32 or int8: row j holds the weights input j feeds.
-        wh: (H, G*H) float32 or int8.
-        sx, sh: (I,) and (H,) float32 column scales of int8 weights (column j is ``s[j] * w[j]``);
-            ``None`` for float32 weights.
+        packed: the weights as the CPU engine packs them (:func:`deltarnn.ops.cpu.pack` or
+            :func:`~deltarnn.ops.cpu.pack_int8`): ``wx`` (I, G*H) and ``wh`` (H, G*H), float32 or
+            int8, row j holding the weights input j feeds; for int8 the column scales ``sx``
+            (I,) and ``sh`` (H,) (column j is ``s[j] * w[j]``).
         m0: (4H,) float32, the memory before anything was sent (from the biases).
         theta_x, theta_h: (I,) and (H,) float32 thresholds.
     """
 
     kind: str
-    wx: np.ndarray
-    wh: np.ndarray
-    sx: np.ndarray | None
-    sh: np.ndarray | None
+    packed: CPUPacked
     m0: np.ndarray
     theta_x: np.ndarray
     theta_h: np.ndarray
-
-    @property
-    def inputs(self) -> int:
-        return self.wx.shape[0]
-
-    @property
-    def hidden(self) -> int:
-        return self.wh.shape[0]
-
-    @property
-    def gates(self) -> int:
-        return self.wx.shape[1] // self.hidden
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,11 +96,11 @@ class ExportedModel:
 
     @property
     def input_size(self) -> int:
-        return self.layers[0].inputs
+        return self.layers[0].packed.input_size
 
     @property
     def output_size(self) -> int:
-        return self.layers[-1].hidden if self.head_w is None else self.head_w.shape[0]
+        return self.layers[-1].packed.hidden_size if self.head_w is None else self.head_w.shape[0]
 
 
 def read_model(
@@ -242,8 +231,7 @@ def _read_layer(rnn: DeltaGRU | DeltaLSTM, k: int, weights: str) -> ExportedLaye
     from ..ops.cpu import pack, pack_int8  # here: importing the engine loads numba
 
     packed = (pack_int8 if weights == "int8" else pack)(w_ih, w_hh)
-    scales = (packed.sx, packed.sh) if weights == "int8" else (None, None)
-    return ExportedLayer(rnn.mode, packed.wx, packed.wh, *scales, m0, theta_x, theta_h)
+    return ExportedLayer(rnn.mode, packed, m0, theta_x, theta_h)
 
 
 def _read_threshold(theta: Tensor | None, name: str, size: int) -> np.ndarray:
