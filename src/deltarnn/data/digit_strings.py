@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ._dataset import FeatureSequenceDataset, Transform
 from ._files import fingerprint
 from .features import FeatureParams, load_audio, make_cache
-from .fsdd import Recording, list_recordings, split_by_speaker, split_by_take
+from .fsdd import Recording, split_recordings
 from .root import PathLike
 
 logger = logging.getLogger(__name__)
@@ -331,11 +331,8 @@ def load_digit_strings(
         root, download: see :func:`~deltarnn.data.fsdd.list_recordings`.
         config, params, use_cache, cache_dir: see :class:`DigitStringDataset`.
     """
-    splitters = {"take": split_by_take, "speaker": split_by_speaker}
-    if split not in splitters:
-        raise ConfigError(f"split must be one of {sorted(splitters)}, got {split!r}")
     counts = {"train": 3000, "val": 600, "test": 600, **(num_examples or {})}
-    parts = splitters[split](list_recordings(root, download=download), **split_kwargs)
+    parts = split_recordings(root, split, download=download, **split_kwargs)
     return {
         name: DigitStringDataset(
             recs,

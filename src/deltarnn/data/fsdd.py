@@ -214,18 +214,12 @@ def split_by_speaker(
     """
     test, val = set(test_speakers), set(val_speakers)
     present = {r.speaker for r in recordings}
-    if test & val:
-        raise ConfigError(f"test_speakers and val_speakers overlap: {sorted(test & val)}")
     unknown = (test | val) - present
     if unknown:
         raise ConfigError(f"speakers {sorted(unknown)} not in recordings (have {sorted(present)})")
     if not present - test - val:
         raise ConfigError("test_speakers and val_speakers leave no speaker to train on")
-    return Split(
-        train=[r for r in recordings if r.speaker not in test | val],
-        val=[r for r in recordings if r.speaker in val],
-        test=[r for r in recordings if r.speaker in test],
-    )
+    return _split(recordings, "speaker", test, val)
 
 
 def split_by_take(
@@ -238,13 +232,22 @@ def split_by_take(
     Raises:
         ConfigError: ``test_takes`` and ``val_takes`` overlap.
     """
-    test, val = set(test_takes), set(val_takes)
+    return _split(recordings, "take", set(test_takes), set(val_takes))
+
+
+def _split(recordings: Sequence[Recording], field: str, test: set, val: set) -> Split:
+    """Recordings whose ``field`` (``"speaker"`` or ``"take"``) is in ``test`` are test, in
+    ``val`` val, the others train.
+
+    Raises:
+        ConfigError: ``test`` and ``val`` overlap.
+    """
     if test & val:
-        raise ConfigError(f"test_takes and val_takes overlap: {sorted(test & val)}")
+        raise ConfigError(f"test_{field}s and val_{field}s overlap: {sorted(test & val)}")
     return Split(
-        train=[r for r in recordings if r.take not in test | val],
-        val=[r for r in recordings if r.take in val],
-        test=[r for r in recordings if r.take in test],
+        train=[r for r in recordings if getattr(r, field) not in test | val],
+        val=[r for r in recordings if getattr(r, field) in val],
+        test=[r for r in recordings if getattr(r, field) in test],
     )
 
 
@@ -279,6 +282,21 @@ class FSDDDataset(FeatureSequenceDataset[int]):
         super().__init__(features, [r.digit for r in self.recordings], transform)
 
 
+def split_recordings(
+    root: PathLike | None = None, split: str = "take", *, download: bool = False, **split_kwargs
+) -> Split:
+    """The recordings under ``root`` split by ``split``: ``"take"`` (:func:`split_by_take`) or
+    ``"speaker"`` (:func:`split_by_speaker`), which gets ``split_kwargs``.
+
+    Raises:
+        ConfigError: ``split`` is neither.
+    """
+    splitters = {"take": split_by_take, "speaker": split_by_speaker}
+    if split not in splitters:
+        raise ConfigError(f"split must be one of {sorted(splitters)}, got {split!r}")
+    return splitters[split](list_recordings(root, download=download), **split_kwargs)
+
+
 def load_fsdd(
     root: PathLike | None = None,
     *,
@@ -297,10 +315,7 @@ def load_fsdd(
         root, download: see :func:`list_recordings`.
         params, use_cache, cache_dir: see :class:`FSDDDataset`.
     """
-    splitters = {"take": split_by_take, "speaker": split_by_speaker}
-    if split not in splitters:
-        raise ConfigError(f"split must be one of {sorted(splitters)}, got {split!r}")
-    parts = splitters[split](list_recordings(root, download=download), **split_kwargs)
+    parts = split_recordings(root, split, download=download, **split_kwargs)
     return {
         name: FSDDDataset(recs, params, use_cache=use_cache, cache_dir=cache_dir)
         for name, recs in parts.as_dict().items()
