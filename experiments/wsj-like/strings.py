@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import logging
 from pathlib import Path
@@ -244,17 +245,23 @@ def new_model(cfg: StringsConfig, theta: float = 0.0) -> SequenceModel:
 
 
 def stage(cfg, out, fold, seed, name, model, method, epochs, lr, warmup=0.0, force=False):
-    torch.manual_seed(seed)
+    path = out / fold.name / f"seed{seed}" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     aligned = name == "align"
-    return run_stage(
-        out / fold.name / f"seed{seed}" / name,
-        cfg.stage(fold.name, seed, name, method=dataclasses.asdict(method), epochs=epochs),
-        model,
-        FreshStrings(cfg, fold, seed + 100 * (name not in ("align", "dense")), aligned),
-        frame_loss if aligned else loss_function(TrainConfig(method=method)),
-        Schedule(epochs=epochs, lr=lr, theta_warmup_epochs=warmup, seed=seed),
-        force=force,
-    )
+    # Processes may share the run folders (--prepare): one trains a stage while the others
+    # wait on its lock, then load the finished folder.
+    with open(path.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        torch.manual_seed(seed)
+        return run_stage(
+            path,
+            cfg.stage(fold.name, seed, name, method=dataclasses.asdict(method), epochs=epochs),
+            model,
+            FreshStrings(cfg, fold, seed + 100 * (name not in ("align", "dense")), aligned),
+            frame_loss if aligned else loss_function(TrainConfig(method=method)),
+            Schedule(epochs=epochs, lr=lr, theta_warmup_epochs=warmup, seed=seed),
+            force=force,
+        )
 
 
 def dense_model(cfg, out, fold, seed, force) -> SequenceModel:
@@ -385,17 +392,28 @@ def run_experiment(cfg: StringsConfig, out_dir: str, results: str, *, force: boo
     write_summary(cfg, results_path)
 
 
-def train_dense(cfg: StringsConfig, out_dir: str) -> None:
-    """Train the dense models only the test phase needs (seeds outside ``select_seeds``), fold
-    by fold, so that a second process can train them beside the main run; the main run then
-    loads the finished run folders (a run folder is tied to its stage's config)."""
+def prepare(cfg: StringsConfig, out_dir: str, folds: list[str]) -> None:
+    """Train what the test phase needs and the selection does not decide: dense, control and
+    learnable-threshold models of the seeds outside ``select_seeds``, for the ``folds`` named
+    (test speakers; empty: all). Processes started with ``--prepare`` run beside the main one
+    and share its run folders (a stage's lock makes the others wait for it)."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
+    unknown = set(folds) - {t for t, _ in cfg.folds}
+    if unknown:
+        raise ConfigError(f"--prepare folds {sorted(unknown)} are not test speakers of {cfg.folds}")
+    runs = [("control", 0.0)]
+    if cfg.learnable_epochs:
+        runs.append(("learnable", cfg.learnable_theta))
     for test, val in cfg.folds:
+        if folds and test not in folds:
+            continue
         fold = load_fold(cfg, test, val)
         for seed in cfg.seeds:
             if seed not in cfg.select_seeds:
-                dense_model(cfg, Path(out_dir), fold, seed, False)
+                dense = dense_model(cfg, Path(out_dir), fold, seed, False)
+                for m, t in runs:
+                    retrained(cfg, Path(out_dir), fold, seed, dense, m, t, False)
 
 
 def write_summary(cfg: StringsConfig, results: Path) -> dict:
@@ -464,9 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", nargs=2, metavar=("TABLE", "PLOT"))
     p.add_argument("--summary", action="store_true", help="only rewrite summary.json")
     p.add_argument(
-        "--dense-only",
-        action="store_true",
-        help="only train the test phase's dense models (a second process beside the main run)",
+        "--prepare",
+        nargs="*",
+        metavar="FOLD",
+        help="only train the test phase's dense, control and learnable models of these folds "
+        "(default all), in a process beside the main run",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -477,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(write_summary(cfg, Path(args.results)), indent=1))
     elif not args.out:
         p.error("--out is required to run the experiment")
-    elif args.dense_only:
-        train_dense(cfg, args.out)
+    elif args.prepare is not None:
+        prepare(cfg, args.out, args.prepare)
     else:
         run_experiment(cfg, args.out, args.results, force=args.force)
     return 0

@@ -158,10 +158,17 @@ def test_tiny_strings_protocol_selects_on_validation_then_tests_once(
     monkeypatch.setattr(strings, "REPORT", dataclasses.replace(strings.REPORT, budget=1.0))
     cfg = _strings_cfg(strings, fsdd_root)
     out, results = tmp_path / "runs", tmp_path / "exp" / "results.json"
-    # The second process trains only the dense models of the seeds outside select_seeds.
-    strings.train_dense(cfg, str(out))
-    assert sorted(p.parent.name for p in out.glob("*/*/dense")) == ["seed1", "seed1"]
-    assert not list(out.glob("*/seed0"))
+    # A process beside the main one trains what selection does not decide, for seed 1 only.
+    with pytest.raises(ConfigError, match="--prepare folds"):
+        strings.prepare(cfg, str(out), ["ann"])
+    strings.prepare(cfg, str(out), ["theo"])
+    assert sorted(p.name for p in (out / "theo" / "seed1").iterdir() if p.is_dir()) == [
+        "align",
+        "control",
+        "dense",
+        "learnable-0.2",
+    ]
+    assert not (out / "yweweler").exists() and not (out / "theo" / "seed0").exists()
     strings.run_experiment(cfg, str(out), str(results))
     rows, val, test, chosen = protocol_outputs(results)
     assert {r.seed for r in val} == {0}
