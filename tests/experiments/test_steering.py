@@ -140,30 +140,36 @@ def test_held_output_baseline_holds_every_kth_prediction(steering):
     assert r.extra["item_den"] == [3, 3, 3, 1]
 
 
+def _row(method, red, *, split="test", theta_x=0.1, theta_h=0.1, seed=0, value=1.0) -> Row:
+    """A steering row whose MAC, ops and byte reductions are all ``red``."""
+    return Row(
+        task="steering",
+        split=split,
+        method=method,
+        theta_x=theta_x,
+        theta_h=theta_h,
+        seed=seed,
+        metric="rmse",
+        value=value,
+        dense_value=1.0,
+        mac_reduction=red,
+        byte_reduction=red,
+        ops_reduction=red,
+        occupancy_x=0.1,
+        occupancy_h=0.1,
+    )
+
+
 def test_network_cost_of_a_row(steering):
     cost = steering.NetworkCost(
         cnn_macs=900, cnn_weight_bytes=400, rnn_macs=100, rnn_weight_bytes=400, head_macs=10
     )
 
-    def row(method, red):
-        fields = dict(task="t", split="test", theta_x=0.1, theta_h=0.1, seed=0, metric="rmse")
-        return Row(
-            method=method,
-            value=1.0,
-            dense_value=1.0,
-            mac_reduction=red,
-            byte_reduction=red,
-            ops_reduction=red,
-            occupancy_x=0.1,
-            occupancy_h=0.1,
-            **fields,
-        )
-
-    w = cost.whole(row("delta", 10.0))
+    w = cost.whole(_row("delta", 10.0))
     assert w["network_mac_reduction"] == pytest.approx((910 + 100) / (910 + 10))
     assert w["network_byte_reduction"] == pytest.approx((440 + 400) / (440 + 40))
-    assert cost.whole(row("delta", None))["network_ops_reduction"] == pytest.approx(1010 / 910)
-    assert cost.whole(row("held_k7", 7.0)) == {
+    assert cost.whole(_row("delta", None))["network_ops_reduction"] == pytest.approx(1010 / 910)
+    assert cost.whole(_row("held_k7", 7.0)) == {
         "network_mac_reduction": 7.0,
         "network_ops_reduction": 7.0,
         "network_byte_reduction": 7.0,
@@ -174,22 +180,8 @@ def test_network_cost_of_a_row(steering):
 
 def test_at_target_is_the_least_loss_that_reaches_the_target_on_validation(steering):
     def row(method, tx, seed, value, red, split="val"):
-        return Row(
-            task="steering",
-            split=split,
-            method=method,
-            theta_x=tx,
-            theta_h=0.0 if method == "dense" else 0.5,
-            seed=seed,
-            metric="rmse",
-            value=value,
-            dense_value=1.0,
-            mac_reduction=red,
-            byte_reduction=red,
-            ops_reduction=red,
-            occupancy_x=0.1,
-            occupancy_h=0.1,
-        )
+        th = 0.0 if method == "dense" else 0.5
+        return _row(method, red, split=split, theta_x=tx, theta_h=th, seed=seed, value=value)
 
     rows = []
     for seed in (0, 1):
