@@ -13,9 +13,10 @@ from .rnn import (
     lstm_initial_memory,
     lstm_initial_state,
 )
-from .state import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from .state import GATES, DeltaCounts, DeltaGRUState, DeltaLSTMState
 
 __all__ = [
+    "GATES",
     "DeltaCounts",
     "DeltaGRUState",
     "DeltaLSTMState",

@@ -12,6 +12,9 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+#: Gates per layer kind: a GRU's weights stack r|z|n (3H rows), an LSTM's i|f|g|o (4H rows).
+GATES = {"GRU": 3, "LSTM": 4}
+
 
 class DeltaGRUState(NamedTuple):
     """State of one delta GRU layer between two calls.

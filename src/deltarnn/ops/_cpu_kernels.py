@@ -302,20 +302,22 @@ def _input_products(w, ws, idx, val, sent, steps, cursor, block, gx):
                     cursor[t, b] = q1
 
 
-@njit(**_JIT)
-def gru_sequence(
-    x, weights, theta_x, theta_h, h, x_hat, h_hat, m, out, work, counts, stamp, count, fast
+@njit(**_INLINE)
+def _sequence(
+    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast, lstm
 ):
-    """Delta GRU over x (T, B, I); state arrays h, x_hat, h_hat (B, *) and m (B, 4H) in place.
+    """One delta layer over x (T, B, I); state arrays h, c, x_hat, h_hat (B, *) and m (B, 4H)
+    in place. ``lstm`` is a compile-time constant (see :func:`gru_sequence`,
+    :func:`lstm_sequence`): it picks the gate math and which memory columns the hidden side feeds.
 
     Per chunk of steps: encode the inputs and form their products (see
-    :func:`_input_products`). Then per step and sample: add the input part to ``M[0:3H]``,
-    encode h_{t-1} against h_hat, add the sent columns of ``wh`` to ``[M_r | M_z]`` and
-    ``M_hn``, and apply the gates.
+    :func:`_input_products`). Then per step and sample: add the input part to the memory, encode
+    h_{t-1} against h_hat, add the sent columns of ``wh`` and apply the gates.
 
     Args:
+        c: the LSTM cell state; ignored by the GRU (any array of the right type).
         out: (T, B, H) outputs.
-        work: ``(idx_x (C, B, I), val_x (C, B, I), sent (C, B), cursor (C, B), gx (C, B, 3H),
+        work: ``(idx_x (C, B, I), val_x (C, B, I), sent (C, B), cursor (C, B), gx (C, B, G*H),
             idx_h (H,), val_h (H,), seen_x (I,), seen_h (H,), mask (uint8, max(I, H) rounded up
             to 8), block, lean)``: work buffers for chunks of C steps, the column block size of
             the input products, and the input occupancy below which a chunk's input columns are
@@ -332,7 +334,11 @@ def gru_sequence(
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
     hidden = h.shape[1]
-    g2, g3 = 2 * hidden, 3 * hidden
+    rows = wx.shape[1]  # G*H: every input column feeds every gate
+    # Hidden columns: the LSTM's feed all four memories; the GRU's feed [M_r | M_z] and M_hn,
+    # skipping M_xn (the reset gate keeps the input and hidden parts of n apart).
+    split_h = rows if lstm else 2 * hidden
+    shift_h = 0 if lstm else hidden
     for t0 in range(0, steps, chunk):
         tc = min(chunk, steps - t0)
         _encode_inputs(
@@ -350,15 +356,17 @@ def gru_sequence(
             for b in range(batch):
                 mb = m[b]
                 if direct:
-                    _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, g3, 0)
+                    _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
                 else:
                     g = gx[t, b]
-                    for k in range(g3):
+                    for k in range(rows):
                         mb[k] += g[k]
                 n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
-                # Hidden columns feed [M_r | M_z] and M_hn (the reset gate keeps M_xn, M_hn apart).
-                _accumulate(wh, sh, idx_h, val_h, n_h, mb, g2, hidden)
-                _gru_gates(mb, h[b], out[t0 + t, b], hidden, fast)
+                _accumulate(wh, sh, idx_h, val_h, n_h, mb, split_h, shift_h)
+                if lstm:
+                    _lstm_gates(mb, h[b], c[b], out[t0 + t, b], hidden, fast)
+                else:
+                    _gru_gates(mb, h[b], out[t0 + t, b], hidden, fast)
                 if count:
                     nh[t0 + t, b] = n_h
                     ah[t0 + t, b] = _abs_sum(val_h, n_h)
@@ -366,40 +374,22 @@ def gru_sequence(
 
 
 @njit(**_JIT)
+def gru_sequence(
+    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
+):
+    """Delta GRU over x (T, B, I): :func:`_sequence` with the GRU's gates (``c`` is ignored)."""
+    _sequence(
+        x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count,
+        fast, False,
+    )  # fmt: skip
+
+
+@njit(**_JIT)
 def lstm_sequence(
     x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
 ):
-    """Delta LSTM over x (T, B, I); as :func:`gru_sequence` with the cell state c (B, H)."""
-    wx, sx, wh, sh = weights
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
-    nx, nh, ux, uh, ax, ah = counts
-    steps, batch = x.shape[0], x.shape[1]
-    chunk = gx.shape[0]
-    hidden = h.shape[1]
-    rows = 4 * hidden
-    for t0 in range(0, steps, chunk):
-        tc = min(chunk, steps - t0)
-        _encode_inputs(
-            x, t0, tc, x_hat, theta_x, idx_x, val_x, sent, nx, ux, ax, seen_x, mask, stamp, count
-        )
-        direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
-        if not direct:
-            _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, gx)
-        for t in range(tc):
-            if count:
-                uh[t0 + t] = 0
-            for b in range(batch):
-                mb = m[b]
-                if direct:
-                    _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
-                else:
-                    g = gx[t, b]
-                    for k in range(rows):
-                        mb[k] += g[k]
-                n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
-                _accumulate(wh, sh, idx_h, val_h, n_h, mb, rows, 0)
-                _lstm_gates(mb, h[b], c[b], out[t0 + t, b], hidden, fast)
-                if count:
-                    nh[t0 + t, b] = n_h
-                    ah[t0 + t, b] = _abs_sum(val_h, n_h)
-                    uh[t0 + t] += _count_union(idx_h, n_h, seen_h, t0 + t + stamp)
+    """Delta LSTM over x (T, B, I), with the cell state c (B, H): :func:`_sequence`."""
+    _sequence(
+        x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count,
+        fast, True,
+    )  # fmt: skip

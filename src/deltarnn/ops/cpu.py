@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendError, DeviceError, DTypeError, ShapeError
+from ..functional import GATES, DeltaCounts, DeltaGRUState, DeltaLSTMState
 from ..functional.checks import check_threshold
-from ..functional.state import DeltaCounts, DeltaGRUState, DeltaLSTMState
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only where numba is m
     log.debug("cpu backend unavailable: %s", exc)
 
 NAME = "cpu"
-GATES = {"GRU": 3, "LSTM": 4}
+_STATE_TYPES = {"GRU": DeltaGRUState, "LSTM": DeltaLSTMState}
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 # Input products are formed for a chunk of steps at a time (the chunk's products take about
@@ -205,14 +205,7 @@ def gru(
         ``(output (T, B, H), state after the last step, DeltaCounts or None)``. The input state is
         not modified.
     """
-    run = _Run(x, packed, "GRU", theta_x, theta_h)
-    h, x_hat, h_hat, m = run.state_arrays(state, DeltaGRUState)
-    _kernels.gru_sequence(
-        run.x, packed.kernel_weights, run.theta_x, run.theta_h, h, x_hat, h_hat, m,
-        run.out, run.work, run.counts, 1, count, run.fast,
-    )  # fmt: skip
-    new_state = DeltaGRUState(*map(torch.from_numpy, (h, x_hat, h_hat, m)))
-    return torch.from_numpy(run.out), new_state, run.result_counts(count)
+    return _layer("GRU", x, state, packed, theta_x, theta_h, count)
 
 
 def lstm(
@@ -225,14 +218,28 @@ def lstm(
     count: bool = False,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
     """One delta LSTM layer over x (T, B, I); the contract of :func:`deltarnn.functional.delta_lstm`."""
-    run = _Run(x, packed, "LSTM", theta_x, theta_h)
-    h, c, x_hat, h_hat, m = run.state_arrays(state, DeltaLSTMState)
-    _kernels.lstm_sequence(
-        run.x, packed.kernel_weights, run.theta_x, run.theta_h, h, c, x_hat, h_hat, m,
+    return _layer("LSTM", x, state, packed, theta_x, theta_h, count)
+
+
+def _layer(kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, count: bool):
+    """:func:`gru` or :func:`lstm`: the state is copied, advanced by one compiled call, returned."""
+    run = _Run(x, packed, kind, theta_x, theta_h)
+    arrays = run.state_arrays(state, _STATE_TYPES[kind])
+    _kernel(kind)(
+        run.x, packed.kernel_weights, run.theta_x, run.theta_h, *_kernel_state(kind, arrays),
         run.out, run.work, run.counts, 1, count, run.fast,
     )  # fmt: skip
-    new_state = DeltaLSTMState(*map(torch.from_numpy, (h, c, x_hat, h_hat, m)))
+    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays))
     return torch.from_numpy(run.out), new_state, run.result_counts(count)
+
+
+def _kernel(kind: str):
+    return _kernels.lstm_sequence if kind == "LSTM" else _kernels.gru_sequence
+
+
+def _kernel_state(kind: str, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The kernels' state arguments ``(h, c, x_hat, h_hat, m)``; a GRU passes h as the unused c."""
+    return tuple(arrays) if kind == "LSTM" else (arrays[0], *arrays)
 
 
 class _Run:
@@ -306,7 +313,7 @@ class CPUStreamer:
         self.kind = "GRU" if packed.gates == GATES["GRU"] else "LSTM"
         _check_ready(packed, self.kind)
         self.packed = packed
-        self._state_type = DeltaGRUState if self.kind == "GRU" else DeltaLSTMState
+        self._state_type = _STATE_TYPES[self.kind]
         batch = state.h.shape[0] if hasattr(state, "h") else 0
         self._buffers = _state_arrays(state, self._state_type, packed, batch)
         dtype = packed.np_dtype
@@ -325,13 +332,12 @@ class CPUStreamer:
         self._count = count
         self._fast = dtype == np.float32
         self._steps = 0
-        kernel = _kernels.gru_sequence if self.kind == "GRU" else _kernels.lstm_sequence
-        self._kernel = kernel
+        self._kernel = _kernel(self.kind)
         # Everything but the input frame and the step stamp is fixed: one argument list, built
         # once, with those two slots overwritten per step.
         self._args = [
-            self._x, packed.kernel_weights, self._theta_x, self._theta_h, *self._buffers,
-            self._out, self._work, self._counts, 0, count, self._fast,
+            self._x, packed.kernel_weights, self._theta_x, self._theta_h,
+            *_kernel_state(self.kind, self._buffers), self._out, self._work, self._counts, 0, count, self._fast,
         ]  # fmt: skip
         self._stamp_slot = len(self._args) - 3
 
