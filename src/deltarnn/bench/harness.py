@@ -180,7 +180,7 @@ def _delta_runner() -> Callable:
     module = load_backend("cpu")
     if module is None:
         return lambda x, s, w_ih, w_hh, tx, th, count: reference_backend.gru(
-            x, s, (w_ih, w_hh), tx, th, count=count
+            x, s, reference_backend.pack(w_ih, w_hh), tx, th, count=count
         )
     cache = {}
 
@@ -260,7 +260,7 @@ def _timers(case: _Case, methods: tuple[str, ...]) -> dict[str, Callable[[], Non
         timers["torch_grucell"] = grucell
     if "reference" in methods:
         timers["reference"] = lambda: reference_backend.gru(
-            x, state, (w_ih, w_hh), case.theta_x, case.theta_h
+            x, state, reference_backend.pack(w_ih, w_hh), case.theta_x, case.theta_h
         )
     cpu = load_backend("cpu")
     if cpu is None:

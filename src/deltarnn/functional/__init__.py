@@ -3,7 +3,7 @@
 Every fast kernel in :mod:`deltarnn.ops` has these functions as its oracle.
 """
 
-from .delta_encode import delta_encode, delta_step
+from .delta_encode import delta_encode, delta_step, encode_sequence
 from .rnn import (
     count_sends,
     delta_gru,
@@ -13,10 +13,19 @@ from .rnn import (
     lstm_initial_memory,
     lstm_initial_state,
 )
-from .state import GATES, DeltaCounts, DeltaGRUState, DeltaLSTMState
+from .state import (
+    GATES,
+    MEMORY_BOUND,
+    RESYNC_EVERY,
+    DeltaCounts,
+    DeltaGRUState,
+    DeltaLSTMState,
+)
 
 __all__ = [
     "GATES",
+    "MEMORY_BOUND",
+    "RESYNC_EVERY",
     "DeltaCounts",
     "DeltaGRUState",
     "DeltaLSTMState",
@@ -25,6 +34,7 @@ __all__ = [
     "delta_gru",
     "delta_lstm",
     "delta_step",
+    "encode_sequence",
     "gru_initial_memory",
     "gru_initial_state",
     "lstm_initial_memory",

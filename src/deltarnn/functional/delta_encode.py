@@ -9,15 +9,16 @@ from torch import Tensor
 def delta_step(x: Tensor, x_hat: Tensor, theta: Tensor | float) -> tuple[Tensor, Tensor]:
     """One step of delta encoding.
 
-    A component is sent when its change since it was last *sent* strictly exceeds the threshold::
+    A component is sent unless its change since it was last *sent* is within the threshold::
 
-        send    = |x - x_hat| > theta
+        send    = not (|x - x_hat| <= theta)     (i.e. |x - x_hat| > theta, or the change is NaN)
         delta   = send ? x - x_hat : 0
         x_hat'  = send ? x : x_hat
 
     Comparing against the last value sent (not the previous step) keeps ``|x - x_hat'| <= theta``
     at every step, so sub-threshold drift is never lost. With ``theta = 0`` an unchanged component
-    is skipped, which is lossless.
+    is skipped, which is lossless. A NaN change is sent, so NaN (and inf, whose change is inf or
+    NaN) reaches the products as it would in a dense network.
 
     Gradients flow through the values sent; the send mask is treated as a constant.
 
@@ -30,7 +31,7 @@ def delta_step(x: Tensor, x_hat: Tensor, theta: Tensor | float) -> tuple[Tensor,
         ``(delta, x_hat')``, both shape (B, F).
     """
     diff = x - x_hat
-    send = diff.abs() > theta
+    send = ~(diff.abs() <= theta)
     delta = torch.where(send, diff, torch.zeros_like(diff))
     return delta, torch.where(send, x, x_hat)
 
@@ -47,10 +48,21 @@ def delta_encode(x: Tensor, theta: Tensor | float, x_hat: Tensor) -> tuple[Tenso
         ``(delta, x_hat_T)``: the deltas, shape (T, B, F), and the last values sent after the
         final step, shape (B, F).
     """
-    deltas = []
+    delta, held = encode_sequence(x, theta, x_hat)
+    return delta, (held[-1] if held.shape[0] else x_hat)
+
+
+def encode_sequence(x: Tensor, theta: Tensor | float, x_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`delta_encode` that also returns the values held after each step.
+
+    Returns:
+        ``(delta, held)``, both shape (T, B, F): ``held[t]`` is x̂ after step t.
+    """
+    deltas, held = [], []
     for t in range(x.shape[0]):
         delta, x_hat = delta_step(x[t], x_hat, theta)
         deltas.append(delta)
+        held.append(x_hat)
     if not deltas:
-        return x.new_zeros(x.shape), x_hat
-    return torch.stack(deltas), x_hat
+        return x.new_zeros(x.shape), x.new_zeros(x.shape)
+    return torch.stack(deltas), torch.stack(held)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from .checks import check_layer_args
-from .delta_encode import delta_encode, delta_step
-from .state import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from .delta_encode import delta_step, encode_sequence
+from .state import MEMORY_BOUND, DeltaCounts, DeltaGRUState, DeltaLSTMState
 
 
 def _bias_or_zeros(bias: Tensor | None, rows: int, like: Tensor) -> Tensor:
@@ -47,7 +47,8 @@ def gru_initial_state(
 ) -> DeltaGRUState:
     """A fresh stream: x̂ = ĥ = 0, memories at the biases, h = h0 (or zeros).
 
-    Because ĥ starts at 0, a non-zero h0 is sent on the first step.
+    Because ĥ starts at 0, a non-zero h0 is sent on the first step. ``since_sync`` is the
+    default 0-d zero.
     """
     hidden, inputs = weight_ih.shape[0] // 3, weight_ih.shape[1]
     zeros = weight_ih.new_zeros
@@ -64,7 +65,8 @@ def lstm_initial_state(
     h0: Tensor | None = None,
     c0: Tensor | None = None,
 ) -> DeltaLSTMState:
-    """A fresh stream: x̂ = ĥ = 0, memories at the biases, h = h0, c = c0 (or zeros)."""
+    """A fresh stream: x̂ = ĥ = 0, memories at the biases, h = h0, c = c0 (or zeros);
+    ``since_sync`` the default 0-d zero."""
     hidden, inputs = weight_ih.shape[0] // 4, weight_ih.shape[1]
     zeros = weight_ih.new_zeros
     h = zeros(batch_size, hidden) if h0 is None else h0
@@ -94,6 +96,9 @@ def delta_gru(
     theta_x: Tensor | float,
     theta_h: Tensor | float,
     *,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    resync_every: int = 0,
     count: bool = False,
     h_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, DeltaGRUState, DeltaCounts | None]:
@@ -110,11 +115,29 @@ def delta_gru(
 
     Biases live in the initial memory (see :func:`gru_initial_state`).
 
+    Re-sync (rule in :mod:`deltarnn.functional.state`): at a step where a sample's memory before
+    the step has an element that is non-finite or above :data:`MEMORY_BOUND` in magnitude, or
+    where its ``since_sync + 1`` reaches ``resync_every``, its memory is recomputed densely,
+
+    .. math::
+        [M_r | M_z] = W_{i[rz]}\hat{x}_t + W_{h[rz]}\hat{h}_t + b_{i[rz]} + b_{h[rz]}, \quad
+        M_{xn} = W_{in}\hat{x}_t + b_{in}, \quad M_{hn} = W_{hn}\hat{h}_t + b_{hn},
+
+    and ``since_sync`` restarts at 0 (else it is incremented; with ``resync_every = 0`` it is not
+    kept). With Θ = 0 this makes the layer
+    equal ``torch.nn.GRU`` after non-finite or huge inputs too, and it bounds the drift of the
+    accumulated memories on long streams.
+
     Args:
         x: input, shape (T, B, I).
         state: state before the first step (:func:`gru_initial_state` for a fresh stream).
         weight_ih: (3H, I). weight_hh: (3H, H).
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
+        bias_ih, bias_hh: (3H,) each, the biases the state's memories started from (``None``:
+            no bias); used by the re-sync.
+        resync_every: period N of the dense re-sync in steps; 0 (the default here; modules and
+            streamers use :data:`RESYNC_EVERY`) keeps only the bound rule and returns
+            ``since_sync`` as it was given.
         count: also return the per-step send counts.
         h_transform: applied to h_{t-1} before it is delta-encoded, i.e. to the value the
             recurrent product sees (training methods: fixed-point rounding, noise). The state
@@ -125,36 +148,10 @@ def delta_gru(
         and :class:`DeltaCounts` when ``count`` is set (else ``None``).
     """
     check_layer_args(x, state, weight_ih, weight_hh, theta_x, theta_h, gates=3)
-    hidden = weight_hh.shape[1]
-    delta_x, x_hat = delta_encode(x, theta_x, state.x_hat)
-    # The input side for all steps in one product; the recurrence still adds it step by step.
-    gx = delta_x @ weight_ih.t()
-    h, h_hat, m = state.h, state.h_hat, state.m
-    outputs, deltas_h = [], []
-    for t in range(x.shape[0]):
-        delta_h, h_hat = delta_step(h if h_transform is None else h_transform(h), h_hat, theta_h)
-        gh = delta_h @ weight_hh.t()
-        m = m + torch.cat(
-            (
-                gx[t, :, : 2 * hidden] + gh[:, : 2 * hidden],
-                gx[t, :, 2 * hidden :],
-                gh[:, 2 * hidden :],
-            ),
-            dim=1,
-        )
-        m_r, m_z, m_xn, m_hn = m.chunk(4, dim=1)
-        r, z = torch.sigmoid(m_r), torch.sigmoid(m_z)
-        n = torch.tanh(m_xn + r * m_hn)
-        h = (1 - z) * n + z * h
-        outputs.append(h)
-        if count:
-            deltas_h.append(delta_h)
-    out = torch.stack(outputs) if outputs else x.new_zeros(0, x.shape[1], hidden)
-    counts = None
-    if count:
-        dh = torch.stack(deltas_h) if deltas_h else x.new_zeros(0, x.shape[1], hidden)
-        counts = count_sends(delta_x, dh)
-    return out, DeltaGRUState(h, x_hat, h_hat, m), counts
+    return _delta_layer(
+        "GRU", x, state, (weight_ih, weight_hh, bias_ih, bias_hh), theta_x, theta_h,
+        resync_every, count, h_transform,
+    )  # fmt: skip
 
 
 def delta_lstm(
@@ -165,6 +162,9 @@ def delta_lstm(
     theta_x: Tensor | float,
     theta_h: Tensor | float,
     *,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    resync_every: int = 0,
     count: bool = False,
     h_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
@@ -175,29 +175,63 @@ def delta_lstm(
         i &= \sigma(M_i),\ f = \sigma(M_f),\ g = \tanh(M_g),\ o = \sigma(M_o) \\
         c_t &= f \odot c_{t-1} + i \odot g, \quad h_t = o \odot \tanh(c_t)
 
+    Re-sync as in :func:`delta_gru`, with :math:`M = W_{ih}\hat{x}_t + W_{hh}\hat{h}_t + b_{ih}
+    + b_{hh}`.
+
     Args:
         x: input, shape (T, B, I).
         state: state before the first step (:func:`lstm_initial_state` for a fresh stream).
-        weight_ih: (4H, I). weight_hh: (4H, H).
-        theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
-        count: also return the per-step send counts.
-        h_transform: as for :func:`delta_gru`.
+        weight_ih: (4H, I). weight_hh: (4H, H). bias_ih, bias_hh: (4H,) each, or ``None``.
+        theta_x, theta_h, resync_every, count, h_transform: as for :func:`delta_gru`.
 
     Returns:
         ``(output, state, counts)`` as for :func:`delta_gru`.
     """
     check_layer_args(x, state, weight_ih, weight_hh, theta_x, theta_h, gates=4)
+    return _delta_layer(
+        "LSTM", x, state, (weight_ih, weight_hh, bias_ih, bias_hh), theta_x, theta_h,
+        resync_every, count, h_transform,
+    )  # fmt: skip
+
+
+def _delta_layer(kind, x, state, params, theta_x, theta_h, resync_every, count, h_transform):
+    """:func:`delta_gru` (``kind`` "GRU") or :func:`delta_lstm` ("LSTM")."""
+    weight_ih, weight_hh, bias_ih, bias_hh = params
+    lstm = kind == "LSTM"
     hidden = weight_hh.shape[1]
-    delta_x, x_hat = delta_encode(x, theta_x, state.x_hat)
+    initial_memory = lstm_initial_memory if lstm else gru_initial_memory
+    m0 = initial_memory(bias_ih, bias_hh, weight_ih)
+    delta_x, held_x = encode_sequence(x, theta_x, state.x_hat)
+    # The input side for all steps in one product; the recurrence still adds it step by step.
     gx = delta_x @ weight_ih.t()
-    h, c, h_hat, m = state.h, state.c, state.h_hat, state.m
+    h, h_hat, m = state.h, state.h_hat, state.m
+    c = state.c if lstm else None
+    since = state.since_sync
+    periodic = resync_every > 0
+    if periodic:
+        since = since.to(h.device).expand(h.shape[0])
     outputs, deltas_h = [], []
     for t in range(x.shape[0]):
         delta_h, h_hat = delta_step(h if h_transform is None else h_transform(h), h_hat, theta_h)
-        m = m + gx[t] + delta_h @ weight_hh.t()
-        m_i, m_f, m_g, m_o = m.chunk(4, dim=1)
-        c = torch.sigmoid(m_f) * c + torch.sigmoid(m_i) * torch.tanh(m_g)
-        h = torch.sigmoid(m_o) * torch.tanh(c)
+        resync = ~(m.abs() <= MEMORY_BOUND).all(dim=1)
+        if periodic:
+            since = since + 1
+            resync = resync | (since >= resync_every)
+        m = m + _memory(lstm, gx[t], delta_h @ weight_hh.t(), hidden)
+        if bool(resync.any()):
+            dense = m0 + _memory(lstm, held_x[t] @ weight_ih.t(), h_hat @ weight_hh.t(), hidden)
+            m = torch.where(resync[:, None], dense, m)
+            if periodic:
+                since = torch.where(resync, torch.zeros_like(since), since)
+        if lstm:
+            m_i, m_f, m_g, m_o = m.chunk(4, dim=1)
+            c = torch.sigmoid(m_f) * c + torch.sigmoid(m_i) * torch.tanh(m_g)
+            h = torch.sigmoid(m_o) * torch.tanh(c)
+        else:
+            m_r, m_z, m_xn, m_hn = m.chunk(4, dim=1)
+            r, z = torch.sigmoid(m_r), torch.sigmoid(m_z)
+            n = torch.tanh(m_xn + r * m_hn)
+            h = (1 - z) * n + z * h
         outputs.append(h)
         if count:
             deltas_h.append(delta_h)
@@ -206,4 +240,16 @@ def delta_lstm(
     if count:
         dh = torch.stack(deltas_h) if deltas_h else x.new_zeros(0, x.shape[1], hidden)
         counts = count_sends(delta_x, dh)
-    return out, DeltaLSTMState(h, c, x_hat, h_hat, m), counts
+    x_hat = held_x[-1] if outputs else state.x_hat
+    if lstm:
+        return out, DeltaLSTMState(h, c, x_hat, h_hat, m, since), counts
+    return out, DeltaGRUState(h, x_hat, h_hat, m, since), counts
+
+
+def _memory(lstm: bool, gx: Tensor, gh: Tensor, hidden: int) -> Tensor:
+    """Input and hidden products, (B, G*H) each, in the memory's layout (B, 4H): the LSTM adds
+    them; the GRU adds its r and z parts and keeps the n parts apart, ``[r | z | xn | hn]``."""
+    if lstm:
+        return gx + gh
+    two = 2 * hidden
+    return torch.cat((gx[:, :two] + gh[:, :two], gx[:, two:], gh[:, two:]), dim=1)

@@ -14,13 +14,14 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as F
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DTypeError, ShapeError
 from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
 from ..ops import select_backend
 from . import capture
 from . import numerics as N
 from . import validate as V
 from .packed import forward_packed
+from .watch import TensorWatch
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         self.last_backend: str | None = None
         self._x_transform: LayerTransform | None = None
         self._h_transform: LayerTransform | None = None
-        self._packed: dict[int, tuple[tuple, object]] = {}
+        # Per layer: (backend name, watch of the layer's parameters, packed weights).
+        self._packed: dict[int, tuple[str, TensorWatch, object]] = {}
         factory = {"device": device, "dtype": dtype}
         rows = self.gates * hidden_size
         for k in range(num_layers):
@@ -136,6 +138,18 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; biases are None without bias."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         return tuple(getattr(self, self._param_name(name, k), None) for name in names)
+
+    def _layer_sources(self, k: int, thresholds: bool = False) -> list[tuple[dict, str]]:
+        """Where layer k's parameters (and thresholds) live, for a :class:`TensorWatch`."""
+        names = [self._param_name(n, k) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        if thresholds:
+            names += [f"theta_x_l{k}", f"theta_h_l{k}"]
+        sources = []
+        for name in names:
+            for mapping in (self._parameters, self._buffers):
+                if mapping.get(name) is not None:
+                    sources.append((mapping, name))
+        return sources
 
     @property
     def _compute_dtype(self) -> torch.dtype:
@@ -280,10 +294,13 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
                     f"state[{k}] must be a {state_type.__name__}, got {type(s).__name__}"
                 )
             features, hidden = self.layer_sizes(k)
-            for field, size in zip(s._fields, self._state_sizes(features, hidden), strict=True):
+            sizes = self._state_sizes(features, hidden)
+            for field, size in zip(s._fields[: len(sizes)], sizes, strict=True):
                 V.check_shape(getattr(s, field), f"state[{k}].{field}", (batch, size), param)
+            _check_since_sync(s.since_sync, f"state[{k}].since_sync", batch, param.device)
 
     def _state_sizes(self, features: int, hidden: int) -> tuple[int, ...]:
+        """Widths of the state's float fields (all but ``since_sync``), in field order."""
         if self.mode == "GRU":
             return hidden, features, hidden, 4 * hidden
         return hidden, hidden, features, hidden, 4 * hidden
@@ -291,17 +308,20 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
     # -- running -------------------------------------------------------------------------------
 
     def _packed_weights(self, k: int, backend) -> object:
-        w_ih, w_hh, _, _ = self.layer_weights(k)
+        weights = self.layer_weights(k)
         dtype = self._compute_dtype  # .to() of the same dtype is the tensor itself
         if getattr(backend, "DIFFERENTIABLE", False) or getattr(backend, "LIVE_WEIGHTS", False):
             # live parameters: autograd or a graph needs them
-            return backend.pack(w_ih.to(dtype), w_hh.to(dtype))
-        key = (backend.NAME, dtype, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
+            return backend.pack(*(None if w is None else w.to(dtype) for w in weights))
         cached = self._packed.get(k)
-        if cached is None or cached[0] != key:
-            cached = (key, backend.pack(w_ih.detach().to(dtype), w_hh.detach().to(dtype)))
+        key = (backend.NAME, dtype)
+        if cached is None or cached[0] != key or cached[1].changed():
+            # The watch is taken before packing, so a change during packing is seen next call.
+            watch = TensorWatch(self._layer_sources(k))
+            packed = backend.pack(*(None if w is None else w.detach().to(dtype) for w in weights))
+            cached = (key, watch, packed)
             self._packed[k] = cached
-        return cached[1]
+        return cached[2]
 
     def _choose_backend(self, x: Tensor):
         needs_grad = torch.is_grad_enabled() and (
@@ -399,6 +419,19 @@ def _theta_repr(per_layer: tuple[Tensor, ...]) -> str:
 
     shown = [one(t) for t in per_layer]
     return shown[0] if len(set(shown)) == 1 else "[" + ", ".join(shown) + "]"
+
+
+def _check_since_sync(since: Tensor, name: str, batch: int, device: torch.device) -> None:
+    """A state's step counter: int64 of shape (B,) on the parameters' device, or 0-d."""
+    if not isinstance(since, Tensor) or tuple(since.shape) not in ((batch,), ()):
+        raise ShapeError(
+            f"{name} must be an int64 tensor of shape ({batch},) or (), got "
+            f"{tuple(since.shape) if isinstance(since, Tensor) else type(since).__name__}"
+        )
+    if since.dtype != torch.int64:
+        raise DTypeError(f"{name} must be int64, got {since.dtype}")
+    if since.dim() and since.device != device:
+        raise DTypeError(f"{name} must be on {device}, got {since.device}")
 
 
 class DeltaGRU(_DeltaRNNBase):

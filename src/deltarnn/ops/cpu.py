@@ -148,7 +148,12 @@ def _check_weights(weight_ih: Tensor, weight_hh: Tensor) -> int:
     return rows // hidden
 
 
-def pack(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
+def pack(
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> CPUPacked:
     """Transpose the weights to the column-contiguous layout the kernels read.
 
     Args:
@@ -198,6 +203,7 @@ def gru(
     theta_h: Tensor | float,
     *,
     count: bool = False,
+    resync_every: int = 0,
 ) -> tuple[Tensor, DeltaGRUState, DeltaCounts | None]:
     """One delta GRU layer over x (T, B, I); the contract of :func:`deltarnn.functional.delta_gru`.
 
@@ -216,12 +222,14 @@ def lstm(
     theta_h: Tensor | float,
     *,
     count: bool = False,
+    resync_every: int = 0,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
     """One delta LSTM layer over x (T, B, I); the contract of :func:`deltarnn.functional.delta_lstm`."""
     return _layer("LSTM", x, state, packed, theta_x, theta_h, count)
 
 
 def _layer(kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, count: bool):
+    # Interim: the kernels do not apply the re-sync rule yet; since_sync passes through.
     """:func:`gru` or :func:`lstm`: the state is copied, advanced by one compiled call, returned."""
     run = _Run(x, packed, kind, theta_x, theta_h)
     arrays = run.state_arrays(state, _STATE_TYPES[kind])
@@ -229,7 +237,7 @@ def _layer(kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, cou
         run.x, packed.kernel_weights, run.theta_x, run.theta_h, *_kernel_state(kind, arrays),
         run.out, run.work, run.counts, 1, count, run.fast,
     )  # fmt: skip
-    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays))
+    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays), state.since_sync)
     return torch.from_numpy(run.out), new_state, run.result_counts(count)
 
 
@@ -486,7 +494,7 @@ def _state_arrays(state, state_type, packed: CPUPacked, batch: int) -> list[np.n
     inputs, hidden = packed.input_size, packed.hidden_size
     sizes = {"h": hidden, "c": hidden, "x_hat": inputs, "h_hat": hidden, "m": 4 * hidden}
     arrays = []
-    for field in state._fields:
+    for field in state._fields[:-1]:  # since_sync is not an array of the kernels
         t = getattr(state, field)
         expected = (batch, sizes[field])
         if not isinstance(t, Tensor) or tuple(t.shape) != expected:

@@ -284,8 +284,14 @@ def supports(device: torch.device, dtype: torch.dtype, needs_grad: bool) -> bool
     return dtype.is_floating_point and not needs_grad
 
 
-def pack(weight_ih: Tensor, weight_hh: Tensor) -> tuple[Tensor, Tensor]:
-    """The weights as they are: the operator takes torch's layout (its kernels pack)."""
+def pack(
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The weights as they are: the operator takes torch's layout (its kernels pack). The biases
+    (for the memory re-sync) are not part of the operator's schema."""
     return weight_ih, weight_hh
 
 

@@ -28,13 +28,23 @@ def supports(device: torch.device, dtype: torch.dtype, needs_grad: bool) -> bool
     return dtype in (torch.float32, torch.float64)
 
 
-def pack(weight_ih: Tensor, weight_hh: Tensor) -> tuple[Tensor, Tensor]:
+def pack(
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    # The biases serve the memory re-sync, which this backend does not apply (see gru()).
     return weight_ih, weight_hh
 
 
-def gru(x, state, packed, theta_x, theta_h, *, count=False):
+def gru(x, state, packed, theta_x, theta_h, *, count=False, resync_every=0):
+    """The spec's values and gradients, accumulating the memories without the re-sync rule
+    (``resync_every`` is not applied): it differs from the spec once a memory leaves
+    ``MEMORY_BOUND`` or a period elapses."""
     return delta_gru_train(x, state, *packed, theta_x, theta_h, count=count)
 
 
-def lstm(x, state, packed, theta_x, theta_h, *, count=False):
+def lstm(x, state, packed, theta_x, theta_h, *, count=False, resync_every=0):
+    """As :func:`gru`, for the LSTM."""
     return delta_lstm_train(x, state, *packed, theta_x, theta_h, count=count)

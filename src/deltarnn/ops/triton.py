@@ -187,7 +187,13 @@ class TritonPacked:
         return "lstm" if self.gates == 4 else "gru"
 
 
-def pack(weight_ih: Tensor, weight_hh: Tensor) -> TritonPacked:
+def pack(
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> TritonPacked:
+    # The biases serve the memory re-sync, which this backend does not apply (see gru()).
     return TritonPacked(weight_ih, weight_hh)
 
 
@@ -456,14 +462,17 @@ def _cached_run(packed, batch, steps, x_mode, count, config, graph) -> _Sequence
     return run
 
 
-def gru(x, state, packed, theta_x, theta_h, *, count=False):
-    """Backend contract: :func:`deltarnn.functional.delta_gru` (no ``h_transform``)."""
+def gru(x, state, packed, theta_x, theta_h, *, count=False, resync_every=0):
+    """Backend contract: :func:`deltarnn.functional.delta_gru` (no ``h_transform``). This
+    backend accumulates the memories without the re-sync rule (``resync_every`` is not applied),
+    so it differs from the spec once a memory leaves ``MEMORY_BOUND`` or a period elapses."""
     _check_call("gru", x, state, packed)
     return run_sequence(x, state, packed, theta_x, theta_h, count=count)
 
 
-def lstm(x, state, packed, theta_x, theta_h, *, count=False):
-    """Backend contract: :func:`deltarnn.functional.delta_lstm` (no ``h_transform``)."""
+def lstm(x, state, packed, theta_x, theta_h, *, count=False, resync_every=0):
+    """Backend contract: :func:`deltarnn.functional.delta_lstm` (no ``h_transform``; no re-sync,
+    as :func:`gru`)."""
     _check_call("lstm", x, state, packed)
     return run_sequence(x, state, packed, theta_x, theta_h, count=count)
 
