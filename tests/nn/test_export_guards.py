@@ -195,7 +195,8 @@ def test_stream_step_checks_its_arguments():
     step = StreamStep(make("GRU"))
     with pytest.raises(deltarnn.ShapeError, match="frame"):
         step(grid(1, 1, 5), *step.flatten(step.module.initial_state(1)))
-    with pytest.raises(deltarnn.ShapeError, match="8 tensors"):
+    # Two GRU layers of five tensors each (h, x_hat, h_hat, m, since_sync).
+    with pytest.raises(deltarnn.ShapeError, match="10 tensors"):
         step.unflatten([torch.zeros(1)] * 3)
 
 

@@ -218,7 +218,9 @@ def _delta_layer(kind, x, state, params, theta_x, theta_h, resync_every, count, 
             since = since + 1
             resync = resync | (since >= resync_every)
         m = m + _memory(lstm, gx[t], delta_h @ weight_hh.t(), hidden)
-        if bool(resync.any()):
+        # Eager runs form the dense products only at steps that need them; a compiled graph
+        # cannot branch on values, so there they are formed at every step (same result).
+        if torch.compiler.is_compiling() or bool(resync.any()):
             dense = m0 + _memory(lstm, held_x[t] @ weight_ih.t(), h_hat @ weight_hh.t(), hidden)
             m = torch.where(resync[:, None], dense, m)
             if periodic:

@@ -128,8 +128,13 @@ class StreamStep(nn.Module):
         self._fields = len(self._state_type._fields)
 
     def flatten(self, state: tuple) -> tuple[Tensor, ...]:
-        """A per-layer state as one flat tuple of tensors."""
-        return tuple(t for layer in state for t in layer)
+        """A per-layer state as one flat tuple of tensors (each with the batch first: a 0-d
+        ``since_sync`` is expanded to (B,))."""
+        return tuple(
+            t.expand(layer.h.shape[0]).clone() if t.dim() == 0 else t
+            for layer in state
+            for t in layer
+        )
 
     def unflatten(self, tensors) -> tuple:
         """The inverse of :meth:`flatten`: the per-layer state tuple ``module.stream`` takes."""

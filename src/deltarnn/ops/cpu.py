@@ -237,7 +237,8 @@ def _layer(kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, cou
         run.x, packed.kernel_weights, run.theta_x, run.theta_h, *_kernel_state(kind, arrays),
         run.out, run.work, run.counts, 1, count, run.fast,
     )  # fmt: skip
-    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays), state.since_sync)
+    # since_sync is copied too: no output may alias an input (the operators' contract).
+    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays), state.since_sync.clone())
     return torch.from_numpy(run.out), new_state, run.result_counts(count)
 
 
