@@ -35,16 +35,22 @@ def make_case(kind, steps, batch, inputs, hidden, dtype=torch.float32, seed=0):
     x = (torch.randint(-8, 9, (steps, batch, inputs), generator=gen) / 8).to(dtype)
     theta_x = torch.full((inputs,), 3 / 16, dtype=dtype)
     theta_h = torch.full((hidden,), 0.05, dtype=dtype)
-    return x, state, w_ih, w_hh, theta_x, theta_h
+    return x, state, (w_ih, w_hh, b_ih, b_hh), theta_x, theta_h
 
 
-def spec(kind):
-    return F.delta_gru if kind == "GRU" else F.delta_lstm
+def spec(kind, x, state, weights, theta_x, theta_h, count, resync_every=0):
+    w_ih, w_hh, b_ih, b_hh = weights
+    run = F.delta_gru if kind == "GRU" else F.delta_lstm
+    return run(
+        x, state, w_ih, w_hh, theta_x, theta_h,
+        bias_ih=b_ih, bias_hh=b_hh, resync_every=resync_every, count=count,
+    )  # fmt: skip
 
 
-def run_op(kind, x, state, w_ih, w_hh, theta_x, theta_h, count):
+def run_op(kind, x, state, weights, theta_x, theta_h, count, resync_every=0):
     layer = custom_ops.gru if kind == "GRU" else custom_ops.lstm
-    return layer(x, state, (w_ih, w_hh), theta_x, theta_h, count=count)
+    packed = custom_ops.pack(*weights)
+    return layer(x, state, packed, theta_x, theta_h, count=count, resync_every=resync_every)
 
 
 def assert_same(got, want, dtype):
@@ -69,37 +75,45 @@ def assert_same(got, want, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("steps,batch,inputs,hidden", [(1, 1, 5, 7), (6, 3, 9, 17), (0, 2, 4, 3)])
 @pytest.mark.parametrize("count", [False, True])
-def test_operator_equals_spec(kind, dtype, steps, batch, inputs, hidden, count):
-    x, state, w_ih, w_hh, tx, th = make_case(kind, steps, batch, inputs, hidden, dtype)
-    before = [t.clone() for t in (x, *state, w_ih, w_hh)]
-    got = run_op(kind, x, state, w_ih, w_hh, tx, th, count)
-    want = spec(kind)(x, state, w_ih, w_hh, tx, th, count=count)
+@pytest.mark.parametrize("resync_every", [0, 2])
+def test_operator_equals_spec(kind, dtype, steps, batch, inputs, hidden, count, resync_every):
+    x, state, weights, tx, th = make_case(kind, steps, batch, inputs, hidden, dtype)
+    before = [t.clone() for t in (x, *state, *weights)]
+    got = run_op(kind, x, state, weights, tx, th, count, resync_every)
+    want = spec(kind, x, state, weights, tx, th, count, resync_every)
     assert_same(got, want, dtype)
-    for a, b in zip(before, (x, *state, w_ih, w_hh), strict=True):
+    for a, b in zip(before, (x, *state, *weights), strict=True):
         assert torch.equal(a, b)  # inputs untouched
     outputs = [got[0], *got[1]]
-    inputs_ = [x, *state, w_ih, w_hh, tx, th]
+    inputs_ = [x, *state, *weights, tx, th]
     assert not any(o.data_ptr() == i.data_ptr() and o.numel() for o in outputs for i in inputs_)
+    assert not any(o is i for o in outputs for i in inputs_)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_spec_kernel_where_no_fast_kernel_runs(kind):
     # bfloat16 has no numba kernel: the CPU kernel falls back to the spec, to bfloat16 rounding.
-    x, state, w_ih, w_hh, tx, th = make_case(kind, 4, 2, 6, 5, torch.float64)
-    cast = [t.to(torch.bfloat16) for t in (x, *state, w_ih, w_hh, tx, th)]
-    got = run_op(kind, cast[0], type(state)(*cast[1:-4]), *cast[-4:], True)
-    want = spec(kind)(cast[0], type(state)(*cast[1:-4]), *cast[-4:], count=True)
+    x, state, weights, tx, th = make_case(kind, 4, 2, 6, 5, torch.float64)
+    bf16 = [t.to(torch.bfloat16) for t in (x, *state[:-1], *weights, tx, th)]
+    n = len(state) - 1
+    state16 = type(state)(*bf16[1 : 1 + n], state.since_sync)
+    args = (bf16[0], state16, tuple(bf16[1 + n : 5 + n]), bf16[-2], bf16[-1], True)
+    got, want = run_op(kind, *args), spec(kind, *args)
     assert got[0].dtype == torch.bfloat16
     assert_same(got, want, torch.float32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_fake_kernel_gives_shapes(kind):
-    x, state, w_ih, w_hh, tx, th = make_case(kind, 5, 3, 4, 6)
-    meta = [t.to("meta") for t in (x, *state, w_ih, w_hh, tx, th)]
-    out, new_state, counts = run_op(kind, meta[0], type(state)(*meta[1:-4]), *meta[-4:], True)
+    x, state, weights, tx, th = make_case(kind, 5, 3, 4, 6)
+    meta = [t.to("meta") for t in (x, *state, *weights, tx, th)]
+    n = len(state)
+    args = (meta[0], type(state)(*meta[1 : 1 + n]), tuple(meta[1 + n : 5 + n]), *meta[-2:], True)
+    out, new_state, counts = run_op(*(kind, *args))
     assert out.shape == (5, 3, 6) and out.device.type == "meta"
     assert [t.shape for t in new_state] == [t.shape for t in state]
+    _, resynced, _ = run_op(kind, *args, resync_every=4)
+    assert resynced.since_sync.shape == (3,)  # a counter per sample once the period is on
     assert counts.nx.shape == (5, 3) and counts.ux.shape == (5,)
     assert counts.nx.dtype == torch.int64 and counts.abs_x.shape == (5, 3)
 
@@ -107,45 +121,44 @@ def test_fake_kernel_gives_shapes(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_opcheck(kind):
     # torch's own consistency checks: schema, fake kernel, autograd registration, dispatch.
-    x, state, w_ih, w_hh, tx, th = make_case(kind, 3, 2, 4, 5)
+    x, state, weights, tx, th = make_case(kind, 3, 2, 4, 5)
     op = getattr(torch.ops.deltarnn, custom_ops.LAYERS[kind].name).default
-    for count in (False, True):
-        torch.library.opcheck(op, (x, *state, w_ih, w_hh, tx, th, count))
+    for count, resync_every in ((False, 0), (True, 2)):
+        torch.library.opcheck(op, (x, *state, *weights, tx, th, count, resync_every))
+    torch.library.opcheck(op, (x, *state, *weights[:2], None, None, tx, th, False, 0))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_backward_through_the_operator_raises(kind):
-    x, state, w_ih, w_hh, tx, th = make_case(kind, 3, 1, 4, 5)
-    w_ih.requires_grad_(True)
-    out, _, _ = run_op(kind, x, state, w_ih, w_hh, tx, th, False)
+    x, state, weights, tx, th = make_case(kind, 3, 1, 4, 5)
+    weights[0].requires_grad_(True)
+    out, _, _ = run_op(kind, x, state, weights, tx, th, False)
     with pytest.raises(BackendError, match="no gradient"):
         out.sum().backward()
 
 
 def test_packed_weights_follow_in_place_updates_and_replacements():
-    x, state, w_ih, w_hh, tx, th = make_case("GRU", 4, 1, 4, 5)
-    first = run_op("GRU", x, state, w_ih, w_hh, tx, th, False)[0]
+    x, state, weights, tx, th = make_case("GRU", 4, 1, 4, 5)
+    first = run_op("GRU", x, state, weights, tx, th, False)[0]
     with torch.no_grad():
-        w_hh.mul_(0.5)  # same tensor, new version: must repack
-    halved = run_op("GRU", x, state, w_ih, w_hh, tx, th, False)[0]
-    torch.testing.assert_close(
-        halved, F.delta_gru(x, state, w_ih, w_hh, tx, th)[0], atol=1e-5, rtol=0
-    )
+        weights[1].mul_(0.5)  # same tensor, new version: must repack
+    halved = run_op("GRU", x, state, weights, tx, th, False)[0]
+    want = spec("GRU", x, state, weights, tx, th, False)[0]
+    torch.testing.assert_close(halved, want, atol=1e-5, rtol=0)
     assert not torch.allclose(first, halved)
-    replaced = w_hh * 2  # a new tensor: must not be served the old entry
-    doubled = run_op("GRU", x, state, w_ih, replaced, tx, th, False)[0]
-    torch.testing.assert_close(
-        doubled, F.delta_gru(x, state, w_ih, replaced, tx, th)[0], atol=1e-5, rtol=0
-    )
+    replaced = (weights[0], weights[1] * 2, *weights[2:])  # a new tensor: not the old entry
+    doubled = run_op("GRU", x, state, replaced, tx, th, False)[0]
+    want = spec("GRU", x, state, replaced, tx, th, False)[0]
+    torch.testing.assert_close(doubled, want, atol=1e-5, rtol=0)
 
 
 def test_inference_tensors_are_packed_at_every_call():
     with torch.inference_mode():
-        x, state, w_ih, w_hh, tx, th = make_case("LSTM", 3, 2, 4, 5)
-        run_op("LSTM", x, state, w_ih, w_hh, tx, th, False)
-        w_ih.mul_(-1)  # an inference tensor has no version counter to notice this by
-        got = run_op("LSTM", x, state, w_ih, w_hh, tx, th, False)
-        want = F.delta_lstm(x, state, w_ih, w_hh, tx, th)
+        x, state, weights, tx, th = make_case("LSTM", 3, 2, 4, 5)
+        run_op("LSTM", x, state, weights, tx, th, False)
+        weights[0].mul_(-1)  # an inference tensor has no version counter to notice this by
+        got = run_op("LSTM", x, state, weights, tx, th, False)
+        want = spec("LSTM", x, state, weights, tx, th, False)
     assert_same(got, want, torch.float32)
 
 
@@ -159,9 +172,9 @@ def test_cache_is_bounded():
         return (a, b)
 
     for w in weights:
-        cache.get(*w, pack)
+        cache.get(w, pack)
     assert len(cache._entries) == 2 and len(calls) == 4
-    cache.get(*weights[-1], pack)  # the newest entry is still there
+    cache.get(weights[-1], pack)  # the newest entry is still there
     assert len(calls) == 4
 
 

@@ -10,17 +10,21 @@ Shape legend: T time steps, B batch, I input features, H hidden units, G gates (
 
 The operators (``torch.ops.deltarnn.gru_layer`` / ``lstm_layer``)::
 
-    gru_layer(Tensor x, Tensor h, Tensor x_hat, Tensor h_hat, Tensor m,
-              Tensor weight_ih, Tensor weight_hh, Tensor theta_x, Tensor theta_h, bool count)
-        -> (Tensor output, Tensor h, Tensor x_hat, Tensor h_hat, Tensor m,
+    gru_layer(Tensor x, Tensor h, Tensor x_hat, Tensor h_hat, Tensor m, Tensor since_sync,
+              Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh,
+              Tensor theta_x, Tensor theta_h, bool count, int resync_every)
+        -> (Tensor output, Tensor h, Tensor x_hat, Tensor h_hat, Tensor m, Tensor since_sync,
             Tensor nx, Tensor nh, Tensor ux, Tensor uh, Tensor abs_x, Tensor abs_h)
     lstm_layer(Tensor x, Tensor h, Tensor c, Tensor x_hat, Tensor h_hat, Tensor m, ...)
         -> (Tensor output, Tensor h, Tensor c, Tensor x_hat, Tensor h_hat, Tensor m, ...)
 
 The contract is :func:`deltarnn.functional.delta_gru` / ``delta_lstm``: x (T, B, I); the state's
-tensors as in :class:`~deltarnn.functional.DeltaGRUState` (h, x_hat, h_hat (B, ·), m (B, 4H));
-weights in torch's layout, (G*H, I) and (G*H, H); thresholds 1-D, (I,) and (H,). It returns the
-output (T, B, H), the state after the last step and the fields of
+tensors as in :class:`~deltarnn.functional.DeltaGRUState` (h, x_hat, h_hat (B, ·), m (B, 4H),
+since_sync (B,) or ()); weights in torch's layout, (G*H, I) and (G*H, H), biases (G*H,) or
+``None`` (the memory re-sync needs them); thresholds 1-D, (I,) and (H,); ``resync_every`` the
+re-sync period (0: only the bound rule, and since_sync is returned as given, copied; > 0: a (B,)
+counter is returned). It returns the output (T, B, H), the state after the last step and the
+fields of
 :class:`~deltarnn.functional.DeltaCounts` when ``count`` (nx, nh (T, B) and ux, uh (T,) int64;
 abs_x, abs_h (T, B) of x's dtype), else the same with T = 0. Every output is a new tensor;
 the inputs are not modified.
@@ -37,7 +41,8 @@ Kernels:
 
 How a backend adds its kernel for a device type: register a function taking the schema's
 arguments in order and returning the schema's outputs as new tensors (never an input or a view
-of one) with the standard API, when its module is imported::
+of one) with the standard API, when its module is imported (:func:`split_args` and
+:func:`results` do the argument and output plumbing)::
 
     torch.library.register_kernel("deltarnn::gru_layer", "cuda", my_gru_kernel)
     torch.library.register_kernel("deltarnn::lstm_layer", "cuda", my_lstm_kernel)
@@ -98,53 +103,86 @@ def _schema(layer: _Layer) -> str:
     state_out = ", ".join(f"Tensor {f}_n" for f in layer.state_type._fields)
     return (
         f"{layer.name}(Tensor x, {state}, Tensor weight_ih, Tensor weight_hh, "
-        f"Tensor theta_x, Tensor theta_h, bool count) -> "
-        f"(Tensor output, {state_out}, Tensor nx, Tensor nh, Tensor ux, Tensor uh, "
-        "Tensor abs_x, Tensor abs_h)"
+        "Tensor? bias_ih, Tensor? bias_hh, Tensor theta_x, Tensor theta_h, bool count, "
+        f"int resync_every) -> (Tensor output, {state_out}, Tensor nx, Tensor nh, Tensor ux, "
+        "Tensor uh, Tensor abs_x, Tensor abs_h)"
     )
 
 
-def _split(layer: _Layer, args: tuple):
-    """(x, state, weight_ih, weight_hh, theta_x, theta_h, count) from the schema's arguments."""
-    fields = len(layer.state_type._fields)
-    x, rest = args[0], args[1:]
-    state = layer.state_type(*rest[:fields])
-    w_ih, w_hh, theta_x, theta_h, count = rest[fields:]
-    return x, state, w_ih, w_hh, theta_x, theta_h, count
+class LayerCall(NamedTuple):
+    """The arguments of one operator call, named (see the module docstring)."""
+
+    x: Tensor
+    state: DeltaGRUState | DeltaLSTMState
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias_ih: Tensor | None
+    bias_hh: Tensor | None
+    theta_x: Tensor
+    theta_h: Tensor
+    count: bool
+    resync_every: int
+
+    def spec(self, kind: str):
+        """The functional spec on these arguments: ``(output, state, counts)``, no autograd."""
+        with torch.no_grad():
+            return LAYERS[kind].spec(
+                self.x, self.state, self.weight_ih, self.weight_hh, self.theta_x, self.theta_h,
+                bias_ih=self.bias_ih, bias_hh=self.bias_hh, resync_every=self.resync_every,
+                count=self.count,
+            )  # fmt: skip
 
 
-def _results(out: Tensor, state, counts: DeltaCounts | None, x: Tensor) -> tuple[Tensor, ...]:
+def split_args(kind: str, args: tuple) -> LayerCall:
+    """The operator's positional arguments (schema order) as a :class:`LayerCall`."""
+    state_type = LAYERS[kind].state_type
+    fields = len(state_type._fields)
+    return LayerCall(args[0], state_type(*args[1 : 1 + fields]), *args[1 + fields :])
+
+
+def results(call: LayerCall, out: Tensor, state, counts: DeltaCounts | None) -> tuple[Tensor, ...]:
+    """The schema's outputs from a layer's ``(output, state, counts)``.
+
+    A state tensor that is one of the inputs (a backend may hand one back unchanged, e.g.
+    ``since_sync`` with ``resync_every=0`` or any field at T = 0) is copied, and with
+    ``resync_every > 0`` a 0-d ``since_sync`` becomes (B,), as the fake kernel promises; counts
+    are empty (T = 0) without ``count``.
+    """
+    given = {id(t) for t in call.state}
+    fields = [t.clone() if id(t) in given else t for t in state]
+    batch = call.x.shape[1]
+    if call.resync_every > 0 and fields[-1].dim() == 0:
+        fields[-1] = fields[-1].expand(batch).clone()
     if counts is None:
-        batch, long = x.shape[1], torch.int64
-        return (
-            out, *state,
-            x.new_empty((0, batch), dtype=long), x.new_empty((0, batch), dtype=long),
-            x.new_empty((0,), dtype=long), x.new_empty((0,), dtype=long),
-            x.new_empty((0, batch)), x.new_empty((0, batch)),
+        long = {"dtype": torch.int64, "device": call.x.device}
+        nothing = (
+            torch.empty(0, batch, **long), torch.empty(0, batch, **long),
+            torch.empty(0, **long), torch.empty(0, **long),
+            call.x.new_empty(0, batch), call.x.new_empty(0, batch),
         )  # fmt: skip
-    return (out, *state, *counts)
+        return (out, *fields, *nothing)
+    nx, nh, ux, uh, abs_x, abs_h = counts
+    return (out, *fields, nx, nh, ux, uh, abs_x.to(call.x.dtype), abs_h.to(call.x.dtype))
 
 
 # -- kernels ---------------------------------------------------------------------------------
 
 
-def _spec_kernel(layer: _Layer, args: tuple) -> tuple[Tensor, ...]:
-    """The functional spec; state tensors are cloned so that no output aliases an input."""
-    x, state, w_ih, w_hh, theta_x, theta_h, count = _split(layer, args)
-    with torch.no_grad():
-        out, new_state, counts = layer.spec(x, state, w_ih, w_hh, theta_x, theta_h, count=count)
-    new_state = type(new_state)(*(t.clone() for t in new_state))
-    return _results(out, new_state, counts, x)
+def _spec_kernel(kind: str, args: tuple) -> tuple[Tensor, ...]:
+    """The functional spec."""
+    call = split_args(kind, args)
+    return results(call, *call.spec(kind))
 
 
-def _default_kernel(layer: _Layer):
+def _default_kernel(kind: str):
     """Every device without a kernel of its own: load the device's backend once, else the spec."""
+    layer = LAYERS[kind]
 
     def kernel(*args):
         device_type = args[0].device.type
         if _load_kernel_module(device_type, layer):
             return getattr(torch.ops.deltarnn, layer.name).default(*args)
-        return _spec_kernel(layer, args)
+        return _spec_kernel(kind, args)
 
     return kernel
 
@@ -168,28 +206,34 @@ def _load_kernel_module(device_type: str, layer: _Layer) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{layer.name}", key)
 
 
-def _cpu_kernel(layer: _Layer):
+def _cpu_kernel(kind: str):
     def kernel(*args):
         from . import cpu  # here, not at import: numba is imported only when a layer runs
 
-        x, state, w_ih, w_hh, theta_x, theta_h, count = _split(layer, args)
-        if not cpu.is_available() or not cpu.supports(x.device, x.dtype, False):
-            return _spec_kernel(layer, args)
-        run = cpu.gru if layer.state_type is DeltaGRUState else cpu.lstm
-        packed = _PACKED.get(w_ih, w_hh, cpu.pack)
-        out, new_state, counts = run(x, state, packed, theta_x, theta_h, count=count)
-        return _results(out, new_state, counts, x)
+        call = split_args(kind, args)
+        if not cpu.is_available() or not cpu.supports(call.x.device, call.x.dtype, False):
+            return _spec_kernel(kind, args)
+        run = cpu.gru if kind == "GRU" else cpu.lstm
+        weights = (call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh)
+        out, state, counts = run(
+            call.x, call.state, _PACKED.get(weights, cpu.pack), call.theta_x, call.theta_h,
+            count=call.count, resync_every=call.resync_every,
+        )  # fmt: skip
+        return results(call, out, state, counts)
 
     return kernel
 
 
-def _fake_kernel(layer: _Layer):
+def _fake_kernel(kind: str):
     def kernel(*args):
-        x, state, _, w_hh, _, _, count = _split(layer, args)
+        call = split_args(kind, args)
+        x, state = call.x, call.state
         steps, batch = x.shape[0], x.shape[1]
-        out = x.new_empty((steps, batch, w_hh.shape[1]))
+        out = x.new_empty((steps, batch, call.weight_hh.shape[1]))
         new_state = [t.new_empty(t.shape) for t in state]
-        n = steps if count else 0
+        if call.resync_every > 0:
+            new_state[-1] = state[-1].new_empty((batch,))
+        n = steps if call.count else 0
         per_sample = [x.new_empty((n, batch), dtype=torch.int64) for _ in range(2)]
         union = [x.new_empty((n,), dtype=torch.int64) for _ in range(2)]
         sums = [x.new_empty((n, batch)) for _ in range(2)]
@@ -213,32 +257,36 @@ def _no_backward(layer: _Layer):
 
 
 class _PackedCache:
-    """Packed weights per (weight_ih, weight_hh) pair, served only while neither has changed.
+    """Packed weights per tuple of a layer's tensors, served only while none of them changed.
 
-    An entry is keyed by the two tensors' identities (held by weak references, so a freed tensor
+    An entry is keyed by the tensors' identities (held by weak references, so a freed tensor
     whose id is reused is never matched) and stamped with their data pointers and version
     counters: an in-place update (``copy_``, ``resize_``, an optimizer step) bumps the version and
-    ``.data = ...`` moves the pointer, so either repacks. Inference tensors keep
-    no version counter: they are packed at every call rather than risk serving stale weights.
+    ``.data = ...`` moves the pointer, so either repacks. ``None`` (no bias) is a tensor like any
+    other here. Inference tensors keep no version counter: they are packed at every call rather
+    than risk serving stale weights.
     """
 
     def __init__(self, size: int = 32):
         self.size = size
-        self._entries: OrderedDict[tuple[int, int], tuple] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
 
-    def get(self, w_ih: Tensor, w_hh: Tensor, pack):
-        if w_ih.is_inference() or w_hh.is_inference():
-            return pack(w_ih, w_hh)
-        key = (id(w_ih), id(w_hh))
-        stamp = (w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version)
+    def get(self, tensors: tuple[Tensor | None, ...], pack):
+        """``pack(*tensors)``, from the cache when it is still valid."""
+        present = [t for t in tensors if t is not None]
+        if any(t.is_inference() for t in present):
+            return pack(*tensors)
+        key = tuple(id(t) for t in tensors)
+        stamp = tuple((t.data_ptr(), t._version) for t in present)
         entry = self._entries.get(key)
         if entry is not None:
-            ref_ih, ref_hh, old_stamp, old_pack, packed = entry
-            if ref_ih() is w_ih and ref_hh() is w_hh and old_stamp == stamp and old_pack is pack:
+            refs, old_stamp, old_pack, packed = entry
+            alive = all(r() is t for r, t in zip(refs, present, strict=True))
+            if alive and old_stamp == stamp and old_pack is pack:
                 self._entries.move_to_end(key)
                 return packed
-        packed = pack(w_ih, w_hh)
-        self._entries[key] = (weakref.ref(w_ih), weakref.ref(w_hh), stamp, pack, packed)
+        packed = pack(*tensors)
+        self._entries[key] = ([weakref.ref(t) for t in present], stamp, pack, packed)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -258,12 +306,12 @@ _LIB = torch.library.Library(NAMESPACE, "DEF")
 
 
 def _register() -> None:
-    for layer in LAYERS.values():
+    for kind, layer in LAYERS.items():
         qualname = f"{NAMESPACE}::{layer.name}"
         _LIB.define(_schema(layer))
-        _LIB.impl(layer.name, _default_kernel(layer), "CompositeExplicitAutograd")
-        _LIB.impl(layer.name, _cpu_kernel(layer), "CPU")
-        torch.library.register_fake(qualname, _fake_kernel(layer), lib=_LIB)
+        _LIB.impl(layer.name, _default_kernel(kind), "CompositeExplicitAutograd")
+        _LIB.impl(layer.name, _cpu_kernel(kind), "CPU")
+        torch.library.register_fake(qualname, _fake_kernel(kind), lib=_LIB)
         torch.library.register_autograd(
             qualname, _no_backward(layer), setup_context=lambda ctx, inputs, output: None, lib=_LIB
         )
@@ -289,30 +337,28 @@ def pack(
     weight_hh: Tensor,
     bias_ih: Tensor | None = None,
     bias_hh: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """The weights as they are: the operator takes torch's layout (its kernels pack). The biases
-    (for the memory re-sync) are not part of the operator's schema."""
-    return weight_ih, weight_hh
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The tensors as they are: the operator takes torch's layout (its kernels pack)."""
+    return weight_ih, weight_hh, bias_ih, bias_hh
 
 
-def _call(kind: str, x, state, packed, theta_x, theta_h, count):
+def _call(kind: str, x, state, packed, theta_x, theta_h, count: bool, resync_every: int):
     layer = LAYERS[kind]
-    outs = getattr(torch.ops.deltarnn, layer.name)(x, *state, *packed, theta_x, theta_h, count)
+    op = getattr(torch.ops.deltarnn, layer.name)
+    outs = op(x, *state, *packed, theta_x, theta_h, count, resync_every)
     fields = len(layer.state_type._fields)
     new_state = layer.state_type(*outs[1 : 1 + fields])
     counts = DeltaCounts(*outs[1 + fields :]) if count else None
     return outs[0], new_state, counts
 
 
-def gru(x: Tensor, state: DeltaGRUState, packed, theta_x: Tensor, theta_h: Tensor, *, count=False):
+def gru(x, state: DeltaGRUState, packed, theta_x, theta_h, *, count=False, resync_every=0):
     """One delta GRU layer through ``torch.ops.deltarnn.gru_layer``: the contract of
-    :func:`deltarnn.functional.delta_gru` (thresholds 1-D, (I,) and (H,)), returning
-    ``(output, DeltaGRUState, DeltaCounts | None)``."""
-    return _call("GRU", x, state, packed, theta_x, theta_h, count)
+    :func:`deltarnn.functional.delta_gru` (``packed`` from :func:`pack`, thresholds 1-D),
+    returning ``(output, DeltaGRUState, DeltaCounts | None)``."""
+    return _call("GRU", x, state, packed, theta_x, theta_h, count, resync_every)
 
 
-def lstm(
-    x: Tensor, state: DeltaLSTMState, packed, theta_x: Tensor, theta_h: Tensor, *, count=False
-):
+def lstm(x, state: DeltaLSTMState, packed, theta_x, theta_h, *, count=False, resync_every=0):
     """One delta LSTM layer through ``torch.ops.deltarnn.lstm_layer``; see :func:`gru`."""
-    return _call("LSTM", x, state, packed, theta_x, theta_h, count)
+    return _call("LSTM", x, state, packed, theta_x, theta_h, count, resync_every)

@@ -20,37 +20,19 @@ _PACKED = custom_ops._PackedCache()
 
 
 def _layer_kernel(kind: str):
-    layer = custom_ops.LAYERS[kind]
-    fields = len(layer.state_type._fields)
-
     def kernel(*args) -> tuple[Tensor, ...]:
-        x, state = args[0], layer.state_type(*args[1 : 1 + fields])
-        w_ih, w_hh, theta_x, theta_h, count = args[1 + fields :]
-        with torch.no_grad():
-            if x.dtype in WEIGHT_DTYPES and w_ih.dtype == x.dtype:
-                packed = _PACKED.get(w_ih, w_hh, pack)
-                out, new_state, counts = run_sequence(
-                    x, state, packed, theta_x.float(), theta_h.float(), count=count
-                )
-            else:
-                out, new_state, counts = layer.spec(
-                    x, state, w_ih, w_hh, theta_x, theta_h, count=count
-                )
-        # run_sequence copies its results out, but returns the given state for T = 0.
-        new_state = [
-            t.clone() if t is given else t for t, given in zip(new_state, state, strict=True)
-        ]
-        if counts is None:
-            batch = x.shape[1]
-            long = dict(dtype=torch.int64, device=x.device)
-            empty = (
-                torch.empty(0, batch, **long), torch.empty(0, batch, **long),
-                torch.empty(0, **long), torch.empty(0, **long),
-                x.new_empty(0, batch), x.new_empty(0, batch),
-            )  # fmt: skip
-            return (out, *new_state, *empty)
-        nx, nh, ux, uh, abs_x, abs_h = counts
-        return (out, *new_state, nx, nh, ux, uh, abs_x.to(x.dtype), abs_h.to(x.dtype))
+        call = custom_ops.split_args(kind, args)
+        if call.x.dtype in WEIGHT_DTYPES and call.weight_ih.dtype == call.x.dtype:
+            with torch.no_grad():
+                packed = _PACKED.get((call.weight_ih, call.weight_hh), pack)
+                out, state, counts = run_sequence(
+                    call.x, call.state, packed, call.theta_x.float(), call.theta_h.float(),
+                    count=call.count,
+                )  # fmt: skip
+        else:
+            out, state, counts = call.spec(kind)
+        # results() copies what run_sequence hands back unchanged (the given state for T = 0).
+        return custom_ops.results(call, out, state, counts)
 
     return kernel
 
