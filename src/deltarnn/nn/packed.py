@@ -78,8 +78,9 @@ def run_packed(
 
 
 def _batch_slice(state: NamedTuple, start: int, stop: int) -> NamedTuple:
-    """The state of sequences ``start:stop`` (every tensor field is batch first)."""
-    return type(state)(*(None if f is None else f[start:stop] for f in state))
+    """The state of sequences ``start:stop`` (every tensor field is batch first; a 0-d field,
+    such as the default ``since_sync``, holds for every sequence and stays as it is)."""
+    return type(state)(*(f if f is None or f.dim() == 0 else f[start:stop] for f in state))
 
 
 def _merge(new: NamedTuple, old: NamedTuple, b: int) -> NamedTuple:
@@ -87,11 +88,16 @@ def _merge(new: NamedTuple, old: NamedTuple, b: int) -> NamedTuple:
     batch = old[0].shape[0]
     fields = []
     for n, o in zip(new, old, strict=True):
-        if n is None:
-            fields.append(None)
+        if n is None or (n.dim() == 0 and (o is None or o.dim() == 0)):
+            fields.append(n)  # None, or one value that every sequence still shares
             continue
         # a field the old state left as None (e.g. a counter) reads as zeros
-        rest = n.new_zeros((batch - b, *n.shape[1:])) if o is None else o[b:]
+        if o is None:
+            rest = n.new_zeros((batch - b, *n.shape[1:]))
+        elif o.dim() == 0:  # one value for every sequence (the default since_sync)
+            rest = o.expand(batch - b, *n.shape[1:])
+        else:
+            rest = o[b:]
         fields.append(torch.cat((n, rest)))
     return type(new)(*fields)
 
