@@ -26,10 +26,6 @@ NAN_NOT_SENT = pytest.mark.xfail(
     strict=True,
     reason="|NaN - x̂| > Θ is false, so a NaN input is never sent and the output stays finite",
 )
-HUGE_FRAME_REMEMBERED = pytest.mark.xfail(
-    strict=True,
-    reason="the memories keep the rounding error of adding and removing W·Δx of a huge frame",
-)
 BACKENDS = ("reference", "cpu", "fused", "triton")
 # While a case is marked xfail it fails on every example: shrinking it only costs time.
 NO_SHRINK = settings(phases=(Phase.explicit, Phase.reuse, Phase.generate))
@@ -71,7 +67,7 @@ def with_bad_frames(draw, spec: ModuleSpec, values: tuple[float, ...]):
 
 @pytest.mark.parametrize(
     "backend",
-    [pytest.param(b, marks=NAN_NOT_SENT) if b in ("cpu", "fused") else b for b in BACKENDS],
+    [pytest.param(b, marks=NAN_NOT_SENT) if b == "fused" else b for b in BACKENDS],
 )
 @NO_SHRINK
 @given(spec=module_specs(min_steps=2), data=st.data())
@@ -81,10 +77,7 @@ def test_nan_input_propagates_like_torch(backend, spec: ModuleSpec, data):
     assert_matches_torch(out, ref, spec.dtype)
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [pytest.param(b, marks=HUGE_FRAME_REMEMBERED) if b == "cpu" else b for b in BACKENDS],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 @NO_SHRINK
 @given(spec=module_specs(min_steps=2), data=st.data())
 def test_huge_and_infinite_frames_recover_like_torch(backend, spec: ModuleSpec, data):

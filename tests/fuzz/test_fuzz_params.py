@@ -44,18 +44,15 @@ def write_through_data(model, name, new):
     getattr(model, name).data[...] = new  # .data shares storage but not the version counter
 
 
-# Writes that bypass the version counter are always served stale by a cache keyed on
-# (data_ptr, _version); a new tensor is served stale only when the allocator hands out the freed
-# address again, which depends on the allocator (hence not strict).
+# Writes that bypass the version counter are always served stale by a cache keyed on the
+# tensors and their _version. (A new tensor at a freed address is a new key: the cache holds
+# the tensors it packed.)
 STALE_ALWAYS = pytest.mark.xfail(
-    strict=True, reason="a write that bypasses _version keeps the (data_ptr, _version) cache key"
-)
-STALE_ON_REUSE = pytest.mark.xfail(
-    strict=False, reason="a new tensor at a freed address can match the (data_ptr, _version) key"
+    strict=True, reason="a write that bypasses _version keeps the (tensor, _version) cache key"
 )
 WAYS = {
-    "assign_data": (assign_data, STALE_ON_REUSE),
-    "new_parameter": (new_parameter, STALE_ON_REUSE),
+    "assign_data": (assign_data, None),
+    "new_parameter": (new_parameter, None),
     "copy_in_place": (copy_in_place, None),
     "load_state_dict": (load_state_dict, None),
     "write_through_numpy": (write_through_numpy, STALE_ALWAYS),

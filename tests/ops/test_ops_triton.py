@@ -524,8 +524,11 @@ def test_custom_op_kernel_matches_spec(kind, count, device):
     x = grid(gen, 4, 3, 5)
     theta_x, theta_h = torch.full((5,), 3 / 16), torch.full((9,), 0.1)
     expected = layer.spec(x, state, w_ih, w_hh, theta_x, theta_h, count=True)
-    args = [t.to(device) for t in (x, *state, w_ih, w_hh, theta_x, theta_h)]
-    outs = triton_custom_ops.KERNELS[kind](*args, count)
+    # Schema order: x, state, weights, biases (None: the state was built with them, and the
+    # re-sync does not fire on these values), thresholds, count, resync_every.
+    args = [t.to(device) for t in (x, *state, w_ih, w_hh)]
+    args += [None, None, theta_x.to(device), theta_h.to(device)]
+    outs = triton_custom_ops.KERNELS[kind](*args, count, 0)
     fields = len(layer.state_type._fields)
     got_state = layer.state_type(*outs[1 : 1 + fields])
     counts = outs[1 + fields :]
@@ -534,8 +537,9 @@ def test_custom_op_kernel_matches_spec(kind, count, device):
     else:
         assert_same_run((expected[0], expected[1], None), (outs[0], got_state, None))
         assert [tuple(c.shape) for c in counts] == [(0, 3), (0, 3), (0,), (0,), (0, 3), (0, 3)]
-    inputs = {t.data_ptr() for t in args}
+    given = [t for t in args if t is not None]
+    inputs = {t.data_ptr() for t in given}
     assert not any(t.data_ptr() in inputs for t in outs if t.numel())
-    empty = triton_custom_ops.KERNELS[kind](args[0][:0], *args[1:], count)
+    empty = triton_custom_ops.KERNELS[kind](args[0][:0], *args[1:], count, 0)
     assert empty[0].shape == (0, 3, 9)
-    assert not any(a.data_ptr() == b.data_ptr() for a, b in zip(empty[1:], args[1:], strict=False))
+    assert not any(a.data_ptr() == b.data_ptr() for a, b in zip(empty[1:], given[1:], strict=False))

@@ -33,8 +33,9 @@ def _tanh_f32(a):
     vectorise; at H = 1024 that is about 10x faster, which matters at low occupancy where the
     gates are a large share of the step.
     """
-    x = a if a > -_TANH_CLAMP else -_TANH_CLAMP
-    x = x if x < _TANH_CLAMP else _TANH_CLAMP
+    # Clamped so that NaN stays NaN (a comparison with NaN is false, so it keeps ``a``).
+    x = -_TANH_CLAMP if a < -_TANH_CLAMP else a
+    x = _TANH_CLAMP if x > _TANH_CLAMP else x
     x2 = x * x
     p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
     p = x2 * p + np.float32(-8.60467152213735e-11)
@@ -67,7 +68,7 @@ def _send(v, v_hat, theta, j, idx, val, n):
     cost no mispredicted branches.
     """
     d = v[j] - v_hat[j]
-    send = abs(d) > theta[j]
+    send = not abs(d) <= theta[j]
     idx[n] = j
     val[n] = d
     v_hat[j] = v[j] if send else v_hat[j]
@@ -78,8 +79,9 @@ def _send(v, v_hat, theta, j, idx, val, n):
 def _encode(v, v_hat, theta, idx, val, mask):
     """Delta-encode one vector against the last values sent; list the sent columns.
 
-    ``send = |v - v_hat| > theta`` (strictly), ``v_hat = v`` where sent. Writes the sent indices
-    (ascending) and deltas to the front of ``idx``/``val`` and returns how many there are.
+    ``send = not |v - v_hat| <= theta`` (above the threshold, or NaN), ``v_hat = v`` where sent.
+    Writes the sent indices (ascending) and deltas to the front of ``idx``/``val`` and returns
+    how many there are.
 
     A vectorised first pass writes the mask; the second visits only 8-byte words of it that
     hold a send, so a sparse step costs about half of one branch-free pass over every element.
@@ -87,7 +89,7 @@ def _encode(v, v_hat, theta, idx, val, mask):
     """
     size = v.shape[0]
     for j in range(size):
-        mask[j] = abs(v[j] - v_hat[j]) > theta[j]
+        mask[j] = not abs(v[j] - v_hat[j]) <= theta[j]
     words = mask.view(np.uint64)
     full = size // 8
     n = 0
@@ -303,33 +305,75 @@ def _input_products(w, ws, idx, val, sent, steps, cursor, block, gx):
 
 
 @njit(**_INLINE)
+def _nonzero(v, idx, val):
+    """List the non-zero entries of v (NaN included) in ``idx``/``val``; returns how many."""
+    n = 0
+    for j in range(v.shape[0]):
+        idx[n] = j
+        val[n] = v[j]
+        n += v[j] != 0
+    return n
+
+
+@njit(**_INLINE)
+def _bounded(m, bound):
+    """Whether every element of m is finite and at most ``bound`` in magnitude."""
+    ok = True
+    for k in range(m.shape[0]):
+        ok &= abs(m[k]) <= bound
+    return ok
+
+
+@njit(**_INLINE)
+def _held(x, t0, t, b, x_hat0, idx, sent, x_now):
+    """x̂ of sample b after chunk step t, into ``x_now``: x̂ at the chunk's start (``x_hat0``)
+    with the values sent at chunk steps 0..t written over it."""
+    for j in range(x_now.shape[0]):
+        x_now[j] = x_hat0[j]
+    for s in range(t + 1):
+        ids = idx[s, b]
+        xs = x[t0 + s, b]
+        for q in range(sent[s, b]):
+            x_now[ids[q]] = xs[ids[q]]
+
+
+@njit(**_INLINE)
 def _sequence(
-    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast, lstm
-):
-    """One delta layer over x (T, B, I); state arrays h, c, x_hat, h_hat (B, *) and m (B, 4H)
-    in place. ``lstm`` is a compile-time constant (see :func:`gru_sequence`,
-    :func:`lstm_sequence`): it picks the gate math and which memory columns the hidden side feeds.
+    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, m0, since, out, work, counts, stamp,
+    count, fast, resync_every, lstm,
+):  # fmt: skip
+    """One delta layer over x (T, B, I); the state arrays h, c, x_hat, h_hat (B, *), m (B, 4H)
+    and since (B,) are advanced in place. ``lstm`` is a compile-time constant (see
+    :func:`gru_sequence`, :func:`lstm_sequence`): it picks the gate math and which memory columns
+    the hidden side feeds.
 
     Per chunk of steps: encode the inputs and form their products (see
-    :func:`_input_products`). Then per step and sample: add the input part to the memory, encode
-    h_{t-1} against h_hat, add the sent columns of ``wh`` and apply the gates.
+    :func:`_input_products`). Then per step and sample: encode h_{t-1} against h_hat; re-sync the
+    memory densely (the rule of :mod:`deltarnn.functional.state`: the memory before the step is
+    not within ``bound``, or the sample's step count since the last re-sync reaches
+    ``resync_every``) or add the sent columns of ``wx`` and ``wh``; apply the gates.
 
     Args:
+        weights: ``(wx (I, G*H), sx (I,), wh (H, G*H), sh (H,))``, one row per column, scales.
         c: the LSTM cell state; ignored by the GRU (any array of the right type).
+        m0: (4H,) the memory the biases start it at (the re-sync starts from it).
+        since: (B,) int64 steps since each sample's last re-sync (kept when ``resync_every``).
         out: (T, B, H) outputs.
         work: ``(idx_x (C, B, I), val_x (C, B, I), sent (C, B), cursor (C, B), gx (C, B, G*H),
             idx_h (H,), val_h (H,), seen_x (I,), seen_h (H,), mask (uint8, max(I, H) rounded up
-            to 8), block, lean)``: work buffers for chunks of C steps, the column block size of
-            the input products, and the input occupancy below which a chunk's input columns are
-            added at each step rather than batched.
+            to 8), block, lean, bound, idx_d, val_d (max(I, H),), x_now (I,), x_hat0 (B, I))``:
+            buffers for chunks of C steps, the column block size of the input products, the
+            input occupancy below which a chunk's input columns are added at each step rather
+            than batched, MEMORY_BOUND, and buffers of the re-sync.
         counts: ``(nx (T, B), nh (T, B), ux (T,), uh (T,))`` int64 and ``(abs_x (T, B), abs_h
-            (T, B))`` (sums of |delta|), written when ``count``.
-            ``seen_*`` must not hold values at or above ``stamp``, which numbers the steps
-            (t + stamp) for the batch-union counts.
+            (T, B))`` (sums of |delta|), written when ``count``. ``seen_*`` must not hold values
+            at or above ``stamp``, which numbers the steps (t + stamp) for the batch-union counts.
         fast: float32 gate approximations (see ``_tanh_f32``); exact ``np.tanh``/``np.exp`` else.
+        resync_every: period of the dense re-sync (0: only the bound rule; ``since`` unused).
     """
     wx, sx, wh, sh = weights
-    idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean = work
+    (idx_x, val_x, sent, cursor, gx, idx_h, val_h, seen_x, seen_h, mask, block, lean, bound,
+     idx_d, val_d, x_now, x_hat0) = work  # fmt: skip
     nx, nh, ux, uh, ax, ah = counts
     steps, batch = x.shape[0], x.shape[1]
     chunk = gx.shape[0]
@@ -339,8 +383,12 @@ def _sequence(
     # skipping M_xn (the reset gate keeps the input and hidden parts of n apart).
     split_h = rows if lstm else 2 * hidden
     shift_h = 0 if lstm else hidden
+    periodic = resync_every > 0
     for t0 in range(0, steps, chunk):
         tc = min(chunk, steps - t0)
+        if tc > 1:  # the re-sync of a step inside the chunk rebuilds its x̂ from here
+            for b in range(batch):
+                x_hat0[b, :] = x_hat[b, :]
         _encode_inputs(
             x, t0, tc, x_hat, theta_x, idx_x, val_x, sent, nx, ux, ax, seen_x, mask, stamp, count
         )
@@ -355,14 +403,33 @@ def _sequence(
                 uh[t0 + t] = 0
             for b in range(batch):
                 mb = m[b]
-                if direct:
-                    _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
-                else:
-                    g = gx[t, b]
-                    for k in range(rows):
-                        mb[k] += g[k]
                 n_h = _encode(h[b], h_hat[b], theta_h, idx_h, val_h, mask)
-                _accumulate(wh, sh, idx_h, val_h, n_h, mb, split_h, shift_h)
+                resync = not _bounded(mb, bound)
+                age = since[b] + 1
+                if periodic and age >= resync_every:
+                    resync = True
+                if resync:
+                    age = 0
+                    held = x_hat[b]
+                    if t < tc - 1:
+                        _held(x, t0, t, b, x_hat0[b], idx_x, sent, x_now)
+                        held = x_now
+                    for k in range(mb.shape[0]):
+                        mb[k] = m0[k]
+                    n_d = _nonzero(held, idx_d, val_d)
+                    _accumulate(wx, sx, idx_d, val_d, n_d, mb, rows, 0)
+                    n_d = _nonzero(h_hat[b], idx_d, val_d)
+                    _accumulate(wh, sh, idx_d, val_d, n_d, mb, split_h, shift_h)
+                else:
+                    if direct:
+                        _accumulate(wx, sx, idx_x[t, b], val_x[t, b], sent[t, b], mb, rows, 0)
+                    else:
+                        g = gx[t, b]
+                        for k in range(rows):
+                            mb[k] += g[k]
+                    _accumulate(wh, sh, idx_h, val_h, n_h, mb, split_h, shift_h)
+                if periodic:
+                    since[b] = age
                 if lstm:
                     _lstm_gates(mb, h[b], c[b], out[t0 + t, b], hidden, fast)
                 else:
@@ -375,21 +442,23 @@ def _sequence(
 
 @njit(**_JIT)
 def gru_sequence(
-    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
-):
+    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, m0, since, out, work, counts, stamp,
+    count, fast, resync_every,
+):  # fmt: skip
     """Delta GRU over x (T, B, I): :func:`_sequence` with the GRU's gates (``c`` is ignored)."""
     _sequence(
-        x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count,
-        fast, False,
+        x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, m0, since, out, work, counts, stamp,
+        count, fast, resync_every, False,
     )  # fmt: skip
 
 
 @njit(**_JIT)
 def lstm_sequence(
-    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count, fast
-):
+    x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, m0, since, out, work, counts, stamp,
+    count, fast, resync_every,
+):  # fmt: skip
     """Delta LSTM over x (T, B, I), with the cell state c (B, H): :func:`_sequence`."""
     _sequence(
-        x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, out, work, counts, stamp, count,
-        fast, True,
+        x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, m0, since, out, work, counts, stamp,
+        count, fast, resync_every, True,
     )  # fmt: skip

@@ -4,9 +4,11 @@ A dense step at batch 1 reads all G*H*(I+H) weights. This engine packs the weigh
 column-contiguous, so that input j's G*H weights are one contiguous row, and per step and sample
 it
 
-1. delta-encodes x_t against x̂ and h_{t-1} against ĥ (send iff ``|v - v̂| > Θ``, strictly),
+1. delta-encodes x_t against x̂ and h_{t-1} against ĥ (sent iff ``|v - v̂| > Θ`` or NaN),
 2. adds ``Δ_j * column_j`` to the memory for each sent column j only: a column that was not sent
-   is neither read nor multiplied, so weight bytes fetched fall with occupancy,
+   is neither read nor multiplied, so weight bytes fetched fall with occupancy; or, where the
+   spec's re-sync rule fires (a memory past ``MEMORY_BOUND`` or non-finite, or every
+   ``resync_every`` steps), recomputes the memory densely from the biases, x̂ and ĥ,
 3. applies the gate nonlinearities.
 
 The input deltas do not depend on the recurrence, so a chunk of steps is encoded first and, when
@@ -34,8 +36,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import BackendError, DeviceError, DTypeError, ShapeError
-from ..functional import GATES, DeltaCounts, DeltaGRUState, DeltaLSTMState
+from ..errors import BackendError, ConfigError, DeviceError, DTypeError, ShapeError
+from ..functional import (
+    GATES,
+    MEMORY_BOUND,
+    DeltaCounts,
+    DeltaGRUState,
+    DeltaLSTMState,
+    gru_initial_memory,
+    lstm_initial_memory,
+)
 from ..functional.checks import check_threshold
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,8 @@ class CPUPacked:
         gates: G, 3 for a GRU (r|z|n) and 4 for an LSTM (i|f|g|o).
         sx, sh: per-column scales, (I,) and (H,), in the compute dtype: column j's weights are
             ``sx[j] * wx[j]``. Ones for float weights; the kernels fold them into the deltas.
+        m0: (4H,) the memory before any delta (from the biases; zeros without them), which the
+            re-sync starts from.
     """
 
     wx: np.ndarray
@@ -89,6 +101,7 @@ class CPUPacked:
     gates: int
     sx: np.ndarray
     sh: np.ndarray
+    m0: np.ndarray
 
     @property
     def input_size(self) -> int:
@@ -148,6 +161,22 @@ def _check_weights(weight_ih: Tensor, weight_hh: Tensor) -> int:
     return rows // hidden
 
 
+def _initial_memory(
+    gates: int, weight_ih: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None
+) -> np.ndarray:
+    """The re-sync's starting memory (4H,) as an array of the weights' dtype."""
+    for name, b in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if b is not None and (b.shape != (weight_ih.shape[0],) or b.dtype != weight_ih.dtype):
+            raise ShapeError(
+                f"{name} must be a ({weight_ih.shape[0]},) tensor of {weight_ih.dtype}, got "
+                f"shape {tuple(b.shape)} of {b.dtype}"
+            )
+    initial = lstm_initial_memory if gates == GATES["LSTM"] else gru_initial_memory
+    with torch.no_grad():
+        m0 = initial(bias_ih, bias_hh, weight_ih.detach())
+    return m0.detach().cpu().numpy().copy()
+
+
 def pack(
     weight_ih: Tensor,
     weight_hh: Tensor,
@@ -158,15 +187,24 @@ def pack(
 
     Args:
         weight_ih: (G*H, I). weight_hh: (G*H, H). Same dtype (float32 or float64), on the CPU.
+        bias_ih, bias_hh: (G*H,) or ``None``: the biases the memories started from, which the
+            re-sync recomputes them from.
     """
     gates = _check_weights(weight_ih, weight_hh)
     # Always a copy: the packed weights must not change when the parameters are updated in place.
     wx = weight_ih.detach().t().numpy().copy(order="C")
     wh = weight_hh.detach().t().numpy().copy(order="C")
-    return CPUPacked(wx, wh, gates, np.ones(wx.shape[0], wx.dtype), np.ones(wh.shape[0], wh.dtype))
+    m0 = _initial_memory(gates, weight_ih, bias_ih, bias_hh)
+    ones = np.ones(wx.shape[0], wx.dtype), np.ones(wh.shape[0], wh.dtype)
+    return CPUPacked(wx, wh, gates, *ones, m0)
 
 
-def pack_int8(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
+def pack_int8(
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> CPUPacked:
     """Like :func:`pack` with 8-bit weights: one scale per column, a quarter of the bytes.
 
     Column j (the G*H weights input j feeds) is stored as ``round(w / s_j)`` in [-127, 127] with
@@ -184,7 +222,7 @@ def pack_int8(weight_ih: Tensor, weight_hh: Tensor) -> CPUPacked:
         q = torch.round(cols / scale[:, None]).clamp_(-127, 127).to(torch.int8)
         quantized += [q.numpy().copy(order="C"), scale.to(w.dtype).numpy().copy()]
     wx, sx, wh, sh = quantized
-    return CPUPacked(wx, wh, gates, sx, sh)
+    return CPUPacked(wx, wh, gates, sx, sh, _initial_memory(gates, weight_ih, bias_ih, bias_hh))
 
 
 def dequantize(packed: CPUPacked) -> tuple[Tensor, Tensor]:
@@ -211,7 +249,7 @@ def gru(
         ``(output (T, B, H), state after the last step, DeltaCounts or None)``. The input state is
         not modified.
     """
-    return _layer("GRU", x, state, packed, theta_x, theta_h, count)
+    return _layer("GRU", x, state, packed, theta_x, theta_h, count, resync_every)
 
 
 def lstm(
@@ -225,21 +263,47 @@ def lstm(
     resync_every: int = 0,
 ) -> tuple[Tensor, DeltaLSTMState, DeltaCounts | None]:
     """One delta LSTM layer over x (T, B, I); the contract of :func:`deltarnn.functional.delta_lstm`."""
-    return _layer("LSTM", x, state, packed, theta_x, theta_h, count)
+    return _layer("LSTM", x, state, packed, theta_x, theta_h, count, resync_every)
 
 
-def _layer(kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, count: bool):
-    # Interim: the kernels do not apply the re-sync rule yet; since_sync passes through.
+def _layer(
+    kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, count: bool, resync_every
+):
     """:func:`gru` or :func:`lstm`: the state is copied, advanced by one compiled call, returned."""
+    resync_every = _check_resync_every(resync_every)
     run = _Run(x, packed, kind, theta_x, theta_h)
     arrays = run.state_arrays(state, _STATE_TYPES[kind])
+    since = _since_array(state.since_sync, run.batch)
     _kernel(kind)(
         run.x, packed.kernel_weights, run.theta_x, run.theta_h, *_kernel_state(kind, arrays),
-        run.out, run.work, run.counts, 1, count, run.fast,
+        packed.m0, since, run.out, run.work, run.counts, 1, count, run.fast, resync_every,
     )  # fmt: skip
-    # since_sync is copied too: no output may alias an input (the operators' contract).
-    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays), state.since_sync.clone())
+    # With resync_every = 0 since_sync is returned as given, copied: no output may alias an
+    # input (the operators' contract).
+    since_sync = torch.from_numpy(since) if resync_every > 0 else state.since_sync.clone()
+    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays), since_sync)
     return torch.from_numpy(run.out), new_state, run.result_counts(count)
+
+
+def _check_resync_every(resync_every) -> int:
+    if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
+        raise ConfigError(f"resync_every must be an int >= 0, got {resync_every!r}")
+    return resync_every
+
+
+def _since_array(since_sync, batch: int) -> np.ndarray:
+    """A private (B,) int64 copy of a state's ``since_sync`` ((B,) or 0-d)."""
+    if (
+        not isinstance(since_sync, Tensor)
+        or since_sync.dtype != torch.int64
+        or (since_sync.dim() != 0 and tuple(since_sync.shape) != (batch,))
+    ):
+        raise ShapeError(
+            f"state.since_sync must be an int64 tensor of shape ({batch},) or (), got "
+            f"{getattr(since_sync, 'dtype', type(since_sync))} of shape "
+            f"{tuple(getattr(since_sync, 'shape', ()))}"
+        )
+    return since_sync.detach().cpu().expand(batch).numpy().copy()
 
 
 def _kernel(kind: str):
@@ -302,6 +366,8 @@ class CPUStreamer:
         state: :class:`DeltaGRUState` or :class:`DeltaLSTMState` matching ``packed``, batch B.
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
         count: keep the send counts of the last step in :attr:`last_counts`.
+        resync_every: period of the dense memory re-sync (0: only the bound rule; see
+            :func:`deltarnn.functional.delta_gru`).
 
     Example::
 
@@ -318,6 +384,7 @@ class CPUStreamer:
         theta_h: Tensor | float,
         *,
         count: bool = False,
+        resync_every: int = 0,
     ):
         self.kind = "GRU" if packed.gates == GATES["GRU"] else "LSTM"
         _check_ready(packed, self.kind)
@@ -325,6 +392,9 @@ class CPUStreamer:
         self._state_type = _STATE_TYPES[self.kind]
         batch = state.h.shape[0] if hasattr(state, "h") else 0
         self._buffers = _state_arrays(state, self._state_type, packed, batch)
+        self._resync_every = _check_resync_every(resync_every)
+        self._since = _since_array(state.since_sync, batch)
+        self._since_given = state.since_sync.clone()
         dtype = packed.np_dtype
         inputs, hidden = packed.input_size, packed.hidden_size
         self.batch = batch
@@ -346,9 +416,10 @@ class CPUStreamer:
         # once, with those two slots overwritten per step.
         self._args = [
             self._x, packed.kernel_weights, self._theta_x, self._theta_h,
-            *_kernel_state(self.kind, self._buffers), self._out, self._work, self._counts, 0, count, self._fast,
+            *_kernel_state(self.kind, self._buffers), packed.m0, self._since, self._out,
+            self._work, self._counts, 0, count, self._fast, self._resync_every,
         ]  # fmt: skip
-        self._stamp_slot = len(self._args) - 3
+        self._stamp_slot = len(self._args) - 4
 
     def step(self, x: Tensor | np.ndarray) -> Tensor:
         """Advance one frame.
@@ -397,13 +468,18 @@ class CPUStreamer:
     @property
     def state(self) -> DeltaGRUState | DeltaLSTMState:
         """The state after the last step (copies, safe to keep)."""
-        return self._state_type(*(torch.from_numpy(a.copy()) for a in self._buffers))
+        arrays = (torch.from_numpy(a.copy()) for a in self._buffers)
+        since = self._since.copy() if self._resync_every > 0 else None
+        since_sync = self._since_given.clone() if since is None else torch.from_numpy(since)
+        return self._state_type(*arrays, since_sync)
 
     def load_state(self, state: DeltaGRUState | DeltaLSTMState) -> None:
         """Continue from ``state`` (same type, batch and sizes); its tensors are copied in."""
         arrays = _state_arrays(state, self._state_type, self.packed, self.batch)
         for buffer, array in zip(self._buffers, arrays, strict=True):
             buffer[...] = array
+        self._since[...] = _since_array(state.since_sync, self.batch)
+        self._since_given = state.since_sync.clone()
         self._steps = 0
         for seen in self._work[7:9]:
             seen[...] = 0  # restart the step stamps of the batch-union counts
@@ -454,6 +530,7 @@ def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = N
     dtype = packed.np_dtype
     row_bytes = max(rows * dtype.itemsize, 1)
     block = max(4, (BLOCK_BYTES if block_bytes is None else block_bytes) // row_bytes)
+    widest = max(inputs, hidden, 1)
     return (
         np.zeros((chunk, batch, max(inputs, 1)), np.int64),
         np.zeros((chunk, batch, max(inputs, 1)), dtype),
@@ -464,9 +541,14 @@ def _work(chunk: int, batch: int, packed: CPUPacked, block_bytes: int | None = N
         np.zeros(max(hidden, 1), dtype),
         np.zeros(max(inputs, 1), np.int64),
         np.zeros(max(hidden, 1), np.int64),
-        np.zeros(8 * ((max(inputs, hidden) + 7) // 8), np.uint8),
+        np.zeros(8 * ((widest + 7) // 8), np.uint8),
         block,
         float(LEAN_OCCUPANCY),
+        float(MEMORY_BOUND),
+        np.zeros(widest, np.int64),
+        np.zeros(widest, dtype),
+        np.zeros(inputs, dtype),
+        np.zeros((batch, inputs), dtype),
     )
 
 

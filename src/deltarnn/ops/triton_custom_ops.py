@@ -2,9 +2,9 @@
 ``lstm_layer``, defined in :mod:`deltarnn.ops.custom_ops`): the Triton backend.
 
 Registered when :mod:`deltarnn.ops.triton` is imported (``custom_ops.KERNEL_MODULES`` names it
-for CUDA). float32/float16/bfloat16 run :func:`deltarnn.ops.triton.run_sequence` on weights
-packed once per weight pair (repacked when a weight changes); other dtypes (float64) run the
-functional spec. Outputs follow the operator's schema and are new tensors, never an input.
+for CUDA). float32/float16/bfloat16 with ``resync_every = 0`` run
+:func:`deltarnn.ops.triton.run_sequence` on weights packed once per weight pair (repacked when a
+weight changes); other dtypes (float64) and a re-sync period run the functional spec. Outputs follow the operator's schema and are new tensors, never an input.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ _PACKED = custom_ops._PackedCache()
 def _layer_kernel(kind: str):
     def kernel(*args) -> tuple[Tensor, ...]:
         call = custom_ops.split_args(kind, args)
-        if call.x.dtype in WEIGHT_DTYPES and call.weight_ih.dtype == call.x.dtype:
+        # run_sequence does not apply the periodic re-sync yet: with a period the spec runs.
+        fast = call.x.dtype in WEIGHT_DTYPES and call.weight_ih.dtype == call.x.dtype
+        if fast and call.resync_every == 0:
             with torch.no_grad():
                 packed = _PACKED.get((call.weight_ih, call.weight_hh), pack)
                 out, state, counts = run_sequence(
