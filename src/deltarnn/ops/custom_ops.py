@@ -70,6 +70,7 @@ from torch import Tensor
 from .. import functional as F
 from ..errors import BackendError
 from ..functional.state import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from . import reference
 
 log = logging.getLogger(__name__)
 
@@ -332,14 +333,8 @@ def supports(device: torch.device, dtype: torch.dtype, needs_grad: bool) -> bool
     return dtype.is_floating_point and not needs_grad
 
 
-def pack(
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    bias_ih: Tensor | None = None,
-    bias_hh: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """The tensors as they are: the operator takes torch's layout (its kernels pack)."""
-    return weight_ih, weight_hh, bias_ih, bias_hh
+# The operator takes torch's layout, as the reference backend does (its kernels pack themselves).
+pack = reference.pack
 
 
 def _call(kind: str, x, state, packed, theta_x, theta_h, count: bool, resync_every: int):
