@@ -1,8 +1,8 @@
 """The exported C, compiled with a real compiler, against the Python streamer and dense torch.
 
 Every comparison feeds the same real FSDD frames (on a binary grid, input thresholds at its
-midpoints) to the compiled step (through ctypes or the written driver) and to the CPU engine's
-streamer, and checks outputs to float rounding and send counts exactly.
+midpoints) to the compiled step (through ctypes or the written driver) and to the spec's stack
+streamer (the reference backend), and checks outputs to float rounding and send counts exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import deltarnn  # noqa: E402
 from deltarnn.errors import ShapeError  # noqa: E402
 from deltarnn.export import HostBuild, export_c  # noqa: E402
 from deltarnn.export.host import STRICT_FLAGS, compile_c  # noqa: E402
+from deltarnn.ops.int8 import quantize_columns  # noqa: E402
 
 
 @pytest.mark.parametrize("weights", ["float32", "int8"])
@@ -31,13 +32,33 @@ def test_compiled_step_equals_streamer_on_fsdd(cc, fsdd_frames, tmp_path, kind, 
     model = make_model(kind, layers, head=layers == 2, seed=layers)
     build = HostBuild(export_c(model, tmp_path, weights=weights), cc=cc)
     out, sent_x, sent_h = build.run(fsdd_frames.numpy())
-    ref, ref_x, ref_h = python_stream(model, fsdd_frames, weights)
+    ref, ref_x, ref_h, _ = python_stream(model, fsdd_frames, weights)
     assert_close(out, ref)
     np.testing.assert_array_equal(sent_x, ref_x)
     np.testing.assert_array_equal(sent_h, ref_h)
     # the thresholds do their job: some columns are skipped, some are sent, on every layer
     assert 0 < sent_x.sum() < sent_x.shape[0] * 40 * layers
     assert (sent_h.sum(0) > 0).all()
+
+
+def _c_array(source: str, name: str) -> np.ndarray:
+    body = re.search(rf"{name}\[\d+\] = {{(.*?)}};", source, re.S).group(1)
+    return np.array([float(v.rstrip("f")) for v in body.replace(",", " ").split()])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_int8_arrays_are_the_int8_scheme(tmp_path, kind):
+    """The int8 weights and scales written into the C file are those of
+    deltarnn.ops.int8.quantize_columns, the scheme of every backend's int8 streamer."""
+    model = make_model(kind, 2)
+    source = export_c(model, tmp_path, weights="int8").source.read_text()
+    for k in range(2):
+        w_ih, w_hh = model.layer_weights(k)[:2]
+        for w, side in ((w_ih, "x"), (w_hh, "h")):
+            q, scale = quantize_columns(w)
+            np.testing.assert_array_equal(_c_array(source, f"model_l{k}_w{side}"), q.flatten())
+            written = _c_array(source, f"model_l{k}_s{side}").astype(np.float32)
+            np.testing.assert_array_equal(written, scale.numpy())
 
 
 def test_stream_continues_across_calls_and_reset_restarts(cc, fsdd_frames, tmp_path):
@@ -98,7 +119,7 @@ def test_cells_export_as_one_layer(cc, fsdd_frames, tmp_path):
     torch.manual_seed(3)
     cell = deltarnn.DeltaLSTMCell(40, 20, theta_x=3 / 32, theta_h=0.05)
     out, sent_x, sent_h = HostBuild(export_c(cell, tmp_path), cc=cc).run(fsdd_frames.numpy())
-    ref, ref_x, ref_h = python_stream(cell, fsdd_frames)
+    ref, ref_x, ref_h, _ = python_stream(cell, fsdd_frames)
     assert_close(out, ref)
     np.testing.assert_array_equal(sent_x, ref_x)
     np.testing.assert_array_equal(sent_h, ref_h)

@@ -13,9 +13,10 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ConfigError
+from ..functional import RESYNC_EVERY
 from . import c_source
 from .memory import MemoryReport, memory_report
-from .model import RESYNC_EVERY, ExportedModel, read_model
+from .model import ExportedModel, read_model
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,13 @@ def export_c(
     r"""Write a trained delta GRU/LSTM stack (and its linear head) as C99 for a small device.
 
     Writes ``<prefix>.h`` and ``<prefix>.c`` (and ``<prefix>_main.c`` with ``with_main``) into
-    ``out_dir``. The C step computes, per frame and layer, what the CPU engine's streamer
-    computes (DESIGN.md §1)::
+    ``out_dir``. The C step computes, per frame and layer, what the spec computes
+    (:func:`deltarnn.functional.delta_gru` / ``delta_lstm`` with T = 1, as every streamer does)::
 
-        Δx = x - x̂ where |x - x̂| > Θx, else 0;   x̂ = x where sent
-        Δh = h_{t-1} - ĥ where |h_{t-1} - ĥ| > Θh, else 0
+        sent where not |x - x̂| <= Θx (a NaN change is sent);  Δx = x - x̂ where sent, else 0
+        x̂ = x where sent;  Δh, ĥ likewise from h_{t-1} against ĥ with Θh
         M += W_ih Δx + W_hh Δh   (only the columns of sent deltas are read)
+        on a re-sync step instead M = W_ih x̂ + W_hh ĥ + b   (:mod:`deltarnn.functional.state`)
         gates from M (GRU r|z|n, LSTM i|f|g|o); out = head(h) or h of the last layer
 
     The files need no library and allocate nothing: weights are ``static const`` arrays in the
@@ -90,7 +92,7 @@ def export_c(
             ``deltarnn.train.SequenceModel``: the head is applied to every frame).
         out_dir: folder to write into (created if missing; other files in it are kept).
         weights: ``"float32"`` or ``"int8"`` (one float32 scale per column, as
-            :func:`deltarnn.ops.cpu.pack_int8`: a quarter of the weight bytes).
+            :func:`deltarnn.ops.int8.quantize_columns`: a quarter of the weight bytes).
         prefix: a C identifier naming the files, the functions and the state type.
         with_main: also write ``<prefix>_main.c``, a driver that reads frames from a binary file
             and writes the outputs and send counts.

@@ -1,7 +1,8 @@
 """C99 text of an exported model: ``<prefix>.h``, ``<prefix>.c`` and the optional test driver.
 
-The step follows the CPU engine's streamer (:mod:`deltarnn.ops._cpu_kernels`) operation for
-operation, so the compiled C and the numba streamer agree to float rounding:
+The step computes what the spec computes (:func:`deltarnn.functional.delta_gru` / ``delta_lstm``,
+one frame at a time, as every streamer does), in the CPU engine's order of operations
+(:mod:`deltarnn.ops._cpu_kernels`), so the compiled C agrees with the streamers to float rounding:
 
 * per layer, the input is delta-encoded against x̂ (sent unless ``|x - x̂| <= Θx``, so a NaN
   change is sent), and every sent column j of ``wx`` (one contiguous row of the
@@ -13,7 +14,9 @@ operation, so the compiled C and the numba streamer agree to float rounding:
   from x̂ and ĥ;
 * the gates use the engine's float32 rational approximations of tanh and sigmoid (no libm), or
   libm's ``tanhf``/``expf`` when asked;
-* int8 weights multiply the delta by the column's scale once, as ``pack_int8`` defines them.
+* int8 weights multiply the delta by the column's scale once (the scheme of
+  :func:`deltarnn.ops.int8.quantize_columns`); NaN and inf propagate as in torch: no clamp of
+  the gates maps NaN to a number.
 
 Nothing is allocated: the state struct holds every buffer, weights are ``static const`` arrays.
 C bodies are :class:`string.Template` text (``$p`` the prefix), so C braces need no escaping.

@@ -56,6 +56,14 @@ void deltarnn_host_run({p}_state *s, const float *frames, long steps, float *out
     }}
 }}
 
+/* since_sync[l] of every layer: steps since its memories were last recomputed densely. */
+void deltarnn_host_since_sync(const {p}_state *s, unsigned long *since)
+{{
+    int l;
+    for (l = 0; l < {P}_NUM_LAYERS; ++l)
+        since[l] = s->since_sync[l];
+}}
+
 static double deltarnn_host_ns(const struct timespec *a, const struct timespec *b)
 {{
     return 1e9 * (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec);
@@ -151,6 +159,7 @@ class HostBuild:
         self._lib.deltarnn_host_reset.argtypes = [pointer]
         self._lib.deltarnn_host_run.argtypes = [pointer, pointer, long, pointer, pointer]
         self._lib.deltarnn_host_time.argtypes = [pointer, pointer, long, pointer, pointer, pointer]
+        self._lib.deltarnn_host_since_sync.argtypes = [pointer, pointer]
         self.state_size = int(self._lib.deltarnn_host_state_size())
         self._state = ctypes.create_string_buffer(self.state_size)
         self._out = np.zeros(self.output_size, np.float32)
@@ -198,6 +207,14 @@ class HostBuild:
     def last_sent(self) -> tuple[np.ndarray, np.ndarray]:
         """``(sent_x (L,), sent_h (L,))`` of the last :meth:`step`."""
         return self._sent[0].astype(np.int64), self._sent[1].astype(np.int64)
+
+    @property
+    def since_sync(self) -> np.ndarray:
+        """(L,) int64: each layer's steps since its memories were last recomputed densely (the
+        state's ``since_sync``; stays 0 without a periodic re-sync)."""
+        since = np.zeros(self.num_layers, _ULONG)
+        self._lib.deltarnn_host_since_sync(self._state, since.ctypes.data)
+        return since.astype(np.int64)
 
     def run(self, frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step every frame, continuing the stream.

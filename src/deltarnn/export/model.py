@@ -5,14 +5,16 @@ the cells), or a model with such an ``rnn`` and an ``nn.Linear`` ``head`` (a tra
 ``deltarnn.train.SequenceModel``), and returns an :class:`ExportedModel`: per layer the weights
 in the column-contiguous layout of the CPU engine (``wx`` (I, G*H), ``wh`` (H, G*H): the G*H
 weights input j feeds are one row), the initial memory (the biases), and the thresholds expanded
-per feature. 8-bit weights use the CPU engine's scheme (:func:`deltarnn.ops.cpu.pack_int8`: one
-scale per column), so the exported step computes what the int8 streamer computes.
+per feature. 8-bit weights use the one int8 scheme of every backend
+(:func:`deltarnn.ops.int8.quantize_columns`: one scale per column), so the exported step computes
+what the int8 streamers compute.
 
 Anything the C step could not reproduce is refused here, before a file is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,18 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DTypeError, ShapeError, ThresholdError
-from ..functional import gru_initial_memory, lstm_initial_memory
+from ..functional import MEMORY_BOUND, RESYNC_EVERY
 from ..nn import DeltaGRU, DeltaLSTM
+from ..ops.int8 import quantize_columns
 
 if TYPE_CHECKING:  # importing the engine loads numba: only where a layer is packed
     from ..ops.cpu import CPUPacked
 
 WEIGHTS = ("float32", "int8")
 GATES = ("rational", "libm")
-# The streamer's re-sync rule (deltarnn.functional.state): a memory above MEMORY_BOUND in magnitude
-# or not finite is recomputed densely at the next step, and every RESYNC_EVERY steps.
-MEMORY_BOUND = 1024.0
-RESYNC_EVERY = 1024
 # Loop indices and sizes are C `int`, which is only guaranteed 16 bits: keep every size below it.
 MAX_SIZE = 32767
 
@@ -45,19 +44,23 @@ class ExportedLayer:
     Attributes:
         kind: ``"GRU"`` (gates r|z|n, memory ``[M_r | M_z | M_xn | M_hn]``) or ``"LSTM"``
             (i|f|g|o, memory ``[M_i | M_f | M_g | M_o]``).
-        packed: the weights as the CPU engine packs them (:func:`deltarnn.ops.cpu.pack` or
-            :func:`~deltarnn.ops.cpu.pack_int8`): ``wx`` (I, G*H) and ``wh`` (H, G*H), float32 or
-            int8, row j holding the weights input j feeds; for int8 the column scales ``sx``
-            (I,) and ``sh`` (H,) (column j is ``s[j] * w[j]``).
-        m0: (4H,) float32, the memory before anything was sent (from the biases).
+        packed: the weights in the CPU engine's layout (:func:`deltarnn.ops.cpu.pack`): ``wx``
+            (I, G*H) and ``wh`` (H, G*H), float32 or int8, row j holding the weights input j
+            feeds; for int8 the column scales ``sx`` (I,) and ``sh`` (H,) of
+            :func:`~deltarnn.ops.int8.quantize_columns` (column j is ``s[j] * w[j]``); ``m0``
+            (4H,), the memory before anything was sent (from the biases).
         theta_x, theta_h: (I,) and (H,) float32 thresholds.
     """
 
     kind: str
     packed: CPUPacked
-    m0: np.ndarray
     theta_x: np.ndarray
     theta_h: np.ndarray
+
+    @property
+    def m0(self) -> np.ndarray:
+        """(4H,) float32: the memory before anything was sent, which the re-sync starts from."""
+        return self.packed.m0
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,16 +225,19 @@ def _read_layer(rnn: DeltaGRU | DeltaLSTM, k: int, weights: str) -> ExportedLaye
         b_hh = _check_tensor(b_hh, names[3], (rows,))
     else:
         b_ih = b_hh = None
-    initial_memory = gru_initial_memory if rnn.mode == "GRU" else lstm_initial_memory
-    m0 = initial_memory(b_ih, b_hh, w_ih).numpy()
     theta_x, theta_h = (
         _read_threshold(getattr(rnn, f"theta_{kind}_l{k}", None), f"theta_{kind}_l{k}", size)
         for kind, size in (("x", inputs), ("h", hidden))
     )
-    from ..ops.cpu import pack, pack_int8  # here: importing the engine loads numba
+    from ..ops.cpu import pack  # here: importing the engine loads numba
 
-    packed = (pack_int8 if weights == "int8" else pack)(w_ih, w_hh)
-    return ExportedLayer(rnn.mode, packed, m0, theta_x, theta_h)
+    packed = pack(w_ih, w_hh, b_ih, b_hh)
+    if weights == "int8":
+        (wx, sx), (wh, sh) = quantize_columns(w_ih), quantize_columns(w_hh)
+        packed = dataclasses.replace(
+            packed, wx=wx.numpy(), sx=sx.numpy(), wh=wh.numpy(), sh=sh.numpy()
+        )
+    return ExportedLayer(rnn.mode, packed, theta_x, theta_h)
 
 
 def _read_threshold(theta: Tensor | None, name: str, size: int) -> np.ndarray:
