@@ -16,15 +16,15 @@ median and the 99th percentile over all timed frames.
   C code at Θ = 0 (every change sent: the measured counterpart of the cost-model bound);
 * the same float32 C step called from Python through ctypes, one frame per call (what a Python
   caller would see);
-* the numba CPU engine per frame, called from Python: ``module.streamer()`` (float32 and int8)
-  where this version has it, and hand-chained ``deltarnn.ops.cpu.CPUStreamer`` layers;
+* the library's streamer per frame, called from Python: ``module.streamer()`` (float32 and
+  int8; in a version without it, hand-chained ``deltarnn.ops.cpu.CPUStreamer`` layers);
 * dense: ``torch.nn.GRU`` per frame (h carried) and onnxruntime running the exported ``nn.GRU``
   per frame (the ``bench`` extra: ``pip install -e '.[bench]'``).
 
-Before timing, every C build is compared with the functional spec (the delta modules on the
-reference backend; for int8 the spec runs the dequantized weights) over every recording: outputs
-and per-layer send counts; a float32 build that differs by more than the streaming harness's
-tolerance stops the run. The Python-called methods are checked on the first recording
+Before timing, every C build is compared with the functional spec
+(:func:`deltarnn.export.python_stream`: the reference backend's stack streamer with the export's
+weights and re-sync period) over every recording: outputs and per-layer send counts; a float32
+build that differs by more than the streaming harness's tolerance stops the run. The Python-called methods are checked on the first recording
 (:func:`deltarnn.bench.streaming.check_agreement`). Also reported: the cost model's bound at the
 measured occupancies, the export's memory report (flash and RAM bytes) and the object files'
 code and constant sizes (``size``, at -O2 and -Os).
@@ -52,8 +52,11 @@ import torch
 
 C_FLAGS = ("-std=c99", "-O2")
 SIZE_FLAGS = ("-O2", "-Os")
-# Python-called methods of the streaming harness timed here (each where this version has it).
-HARNESS_METHODS = ("torch_rnn", "onnxruntime", "streamer", "streamer_int8", "cpu_streamer")
+# Python-called methods of the streaming harness timed here: the dense baselines and the public
+# streamer (float32 and int8), or, in a version without module.streamer(), CPUStreamer layers
+# chained by hand.
+DENSE = ("torch_rnn", "onnxruntime")
+STREAMERS = ("streamer", "streamer_int8")
 LABELS = {
     "c float32": "C step, float32 (timed in C)",
     "c int8": "C step, int8 (timed in C)",
@@ -66,7 +69,6 @@ LABELS = {
     "torch_rnn": "nn.GRU per frame (dense)",
     "onnxruntime": "onnxruntime nn.GRU per frame (dense)",
 }
-DENSE = ("torch_rnn", "onnxruntime")
 
 
 def c_runner(build):
@@ -129,42 +131,25 @@ def time_recordings(methods: dict, streams, repeats: int, warmup: int) -> dict[s
 # -- checks ------------------------------------------------------------------------------------
 
 
-def spec_modules(model, rnn, every_change) -> dict[str, Callable]:
-    """For each C build, the functional spec it must equal: the delta modules on the reference
-    backend (``deltarnn.functional`` layer after layer), one recording (T, 1, I) per call,
-    returning ``(out (T, O), sent_x (T, L), sent_h (T, L))``. The int8 build's spec runs the
-    dequantized weights (:func:`deltarnn.ops.cpu.dequantize` of :func:`~deltarnn.ops.cpu.pack_int8`,
-    the scheme the export writes); the model with head applies the head per frame."""
-    from deltarnn.ops import cpu
+def spec_runs(model, rnn, every_change) -> dict[str, Callable]:
+    """For each C build, the functional spec it must equal, one recording (T, 1, I) per call,
+    returning ``(out (T, O), sent_x (T, L), sent_h (T, L))``: :func:`deltarnn.export.python_stream`
+    (the reference backend's stack streamer, the spec layer after layer, with the export's
+    weights and re-sync period; int8 on the weights of :func:`deltarnn.ops.int8.quantize_columns`,
+    as the export writes them); the model with head applies the head per frame."""
+    from deltarnn.export import python_stream
 
-    def on_reference(module, int8=False):
-        spec = copy.deepcopy(module)
-        spec.backend = "reference"
-        if int8:
-            with torch.no_grad():
-                for k in range(spec.num_layers):
-                    w_ih, w_hh = spec.layer_weights(k)[:2]
-                    q_ih, q_hh = cpu.dequantize(cpu.pack_int8(w_ih, w_hh))
-                    w_ih.copy_(q_ih), w_hh.copy_(q_hh)
-        return spec
-
-    def runner(spec, head=None):
+    def runner(module, weights="float32"):
         def run(x: torch.Tensor):
-            with torch.no_grad():
-                out, _, counts = spec.stream(x, count=True)
-                out = out[:, 0] if head is None else head(out[:, 0])
-            sent_x = torch.stack([c.nx[:, 0] for c in counts], 1)
-            sent_h = torch.stack([c.nh[:, 0] for c in counts], 1)
-            return out.numpy(), sent_x.numpy(), sent_h.numpy()
+            return python_stream(module, x[:, 0], weights=weights)[:3]
 
         return run
 
-    spec = on_reference(rnn)
     return {
-        "c float32": runner(spec),
-        "c int8": runner(on_reference(rnn, int8=True)),
-        "c head": runner(spec, model.head),
-        "c theta0": runner(on_reference(every_change)),
+        "c float32": runner(rnn),
+        "c int8": runner(rnn, "int8"),
+        "c head": runner(model),
+        "c theta0": runner(every_change),
     }
 
 
@@ -279,9 +264,10 @@ def main(argv=None) -> int:
     }
     builds = {name: HostBuild(e, cc=cc, flags=C_FLAGS) for name, e in exports.items()}
     ctypes_build = HostBuild(exports["c float32"], cc=cc, flags=C_FLAGS)  # a stream of its own
-    runners = make_runners(case, ("stream", *HARNESS_METHODS), 1, 1)
+    streamers = STREAMERS if hasattr(rnn, "streamer") else ("cpu_streamer",)
+    runners = make_runners(case, ("stream", *DENSE, *streamers), 1, 1)
     runners["c_ctypes"] = c_runner(ctypes_build)
-    agreement = spec_agreement(builds, spec_modules(model, rnn, every_change), streams)
+    agreement = spec_agreement(builds, spec_runs(model, rnn, every_change), streams)
     now = clock(1)
     with threads(1), torch.inference_mode():
         deviations = check_agreement(runners, streams[0])
@@ -385,7 +371,8 @@ def render(doc: dict) -> str:
         f"| cost-model bound at these occupancies (dense / delta operations) | | | | "
         f"{doc['cost_model_bound']:.1f}x |",
         "",
-        "Agreement with the functional spec (reference backend; int8: on the dequantized weights)"
+        "Agreement with the functional spec (the reference backend's stack streamer; int8: on the "
+        "int8 weights)"
         f" over all {doc['recordings']} recordings:",
         "",
         "| export | max abs. dev. | relative to max abs. output | max abs. dev. before a count "

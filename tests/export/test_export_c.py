@@ -16,11 +16,11 @@ import torch
 
 pytest.importorskip("numba")
 
-from tests.export.helpers import assert_close, make_model, python_stream  # noqa: E402
+from tests.export.helpers import assert_close, make_model  # noqa: E402
 
 import deltarnn  # noqa: E402
 from deltarnn.errors import ShapeError  # noqa: E402
-from deltarnn.export import HostBuild, export_c  # noqa: E402
+from deltarnn.export import HostBuild, export_c, python_stream  # noqa: E402
 from deltarnn.export.host import STRICT_FLAGS, compile_c  # noqa: E402
 from deltarnn.ops.int8 import quantize_columns  # noqa: E402
 
@@ -32,7 +32,7 @@ def test_compiled_step_equals_streamer_on_fsdd(cc, fsdd_frames, tmp_path, kind, 
     model = make_model(kind, layers, head=layers == 2, seed=layers)
     build = HostBuild(export_c(model, tmp_path, weights=weights), cc=cc)
     out, sent_x, sent_h = build.run(fsdd_frames.numpy())
-    ref, ref_x, ref_h, _ = python_stream(model, fsdd_frames, weights)
+    ref, ref_x, ref_h, _ = python_stream(model, fsdd_frames, weights=weights)
     assert_close(out, ref)
     np.testing.assert_array_equal(sent_x, ref_x)
     np.testing.assert_array_equal(sent_h, ref_h)
