@@ -99,6 +99,10 @@ def test_config_is_checked():
         bench.BenchConfig(methods=("nope",))
     with pytest.raises(ConfigError, match="occupancies"):
         bench.BenchConfig(occupancies=(2.0,))
+    with pytest.raises(ConfigError, match="real_files must be >= 1, got 0"):
+        bench.BenchConfig(real_files=0)
+    with pytest.raises(ConfigError, match="warmup must be >= 0, got -1"):
+        bench.BenchConfig(warmup=-1)
 
 
 def test_fsdd_log_mel(data_root):

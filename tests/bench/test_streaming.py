@@ -126,6 +126,10 @@ def test_stream_config_rejects_bad_values():
         S.StreamConfig(methods=("nope",))
     with pytest.raises(ConfigError, match="occupancies"):
         S.StreamConfig(occupancies=(0.0,))
+    with pytest.raises(ConfigError, match="block must be >= 1, got 0"):
+        S.StreamConfig(block=0)
+    with pytest.raises(ConfigError, match="fsdd_files must be >= 0, got -1"):
+        S.StreamConfig(fsdd_files=-1)
 
 
 def test_cli_stream_prints_the_table_and_the_targets(capsys, tmp_path):

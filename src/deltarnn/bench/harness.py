@@ -46,6 +46,24 @@ METHODS = ("torch_gru", "torch_grucell", "reference", "cpu", "cpu_stream", "cpu_
 DELTA_METHODS = ("reference", "cpu", "cpu_stream", "cpu_int8")
 
 
+def check_config(
+    config, methods: tuple[str, ...], positive: tuple[str, ...], non_negative: tuple[str, ...]
+) -> None:
+    """The checks every benchmark config makes: ``config.methods`` among ``methods``, the
+    fields named in ``positive`` >= 1 and in ``non_negative`` >= 0.
+
+    Raises:
+        ConfigError: naming the first field that fails.
+    """
+    unknown = set(config.methods) - set(methods)
+    if unknown:
+        raise ConfigError(f"methods must be among {methods}, got {sorted(unknown)}")
+    for names, low in ((positive, 1), (non_negative, 0)):
+        for name in names:
+            if getattr(config, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(config, name)}")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What to run. Synthetic cases: every hidden size at every occupancy; real cases: FSDD
@@ -85,14 +103,11 @@ class BenchConfig:
     data_root: str | None = None
 
     def __post_init__(self):
-        unknown = set(self.methods) - set(METHODS)
-        if unknown:
-            raise ConfigError(f"methods must be among {METHODS}, got {sorted(unknown)}")
-        for name in ("batch", "steps", "repeats", "threads", "real_hidden", "real_files"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.prefix_steps < 0 or self.warmup < 0:
-            raise ConfigError("prefix_steps and warmup must be >= 0")
+        check_config(
+            self, METHODS,
+            positive=("batch", "steps", "repeats", "threads", "real_hidden", "real_files"),
+            non_negative=("prefix_steps", "warmup"),
+        )  # fmt: skip
         if any(not 0.0 <= o <= 1.0 for o in self.occupancies):
             raise ConfigError(f"occupancies must be in [0, 1], got {self.occupancies}")
         if any(h < 1 for h in self.hidden_sizes):

@@ -52,7 +52,7 @@ from ..cost.model import layer_step_cost
 from ..errors import ConfigError, DeltaRNNError
 from ..nn import from_torch
 from ..ops import load_backend
-from .harness import clock, environment, threads
+from .harness import check_config, clock, environment, threads
 from .inputs import THETA_X, calibrate, controlled_sequence
 
 log = logging.getLogger(__name__)
@@ -530,16 +530,12 @@ class StreamConfig:
     fsdd_files: int = 0
 
     def __post_init__(self):
-        unknown = set(self.methods) - set(METHODS)
-        if unknown:
-            raise ConfigError(f"methods must be among {METHODS}, got {sorted(unknown)}")
+        check_config(
+            self, METHODS, positive=("frames", "block", "repeats", "threads"),
+            non_negative=("prefix", "warmup", "fsdd_files"),
+        )  # fmt: skip
         if any(not 0.0 < o <= 1.0 for o in self.occupancies):
             raise ConfigError(f"occupancies must be in (0, 1], got {self.occupancies}")
-        for name in ("frames", "block", "repeats", "threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.prefix < 0 or self.warmup < 0 or self.fsdd_files < 0:
-            raise ConfigError("prefix, warmup and fsdd_files must be >= 0")
 
 
 def build_cases(config: StreamConfig) -> tuple[list[StreamCase], dict]:
