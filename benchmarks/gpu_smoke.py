@@ -98,7 +98,8 @@ def streamer(device, use_graph):
 
 
 def stack(device, use_graph):
-    """A 2-layer GRU stack, one graph replay per frame, against the spec layer after layer."""
+    """A 2-layer GRU stack, one graph replay per frame, against the spec layer after layer (with
+    a re-sync period of 4 steps)."""
     from types import SimpleNamespace
 
     from deltarnn.ops.triton_stream import StackStreamer
@@ -116,14 +117,15 @@ def stack(device, use_graph):
     ]  # fmt: skip
     states = tuple(b[2] for b in built)
     x = built[0][3]
-    s = StackStreamer("GRU", layers, states, use_graph=use_graph)
+    # A re-sync period shorter than the run: the dense re-sync of the step kernel runs too.
+    s = StackStreamer("GRU", layers, states, use_graph=use_graph, resync_every=4)
     outs = torch.stack([s.step(frame) for frame in x])
     expected, spec_states = x.cpu(), []
     for p, st in zip(layers, states, strict=True):
         cpu_state = type(st)(*(t.cpu() for t in st))
         expected, new_state, _ = F.delta_gru(
             expected, cpu_state, p.weight_ih.cpu(), p.weight_hh.cpu(), p.theta_x.cpu(),
-            p.theta_h.cpu(),
+            p.theta_h.cpu(), resync_every=4,
         )  # fmt: skip
         spec_states.append(new_state)
     torch.testing.assert_close(outs.cpu(), expected, atol=ATOL, rtol=0)

@@ -12,14 +12,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 import torch
+from hypothesis import assume
 from hypothesis import strategies as st
 
 import deltarnn
+from deltarnn.ops import load_backend
 
 GRID = 8  # grid inputs are k / GRID
 MIDPOINTS = tuple((2 * k + 1) / (2 * GRID) for k in range(4))  # 1/16, 3/16, 5/16, 7/16
 DTYPES = (torch.float32, torch.float64)
+
+
+def assume_backend(name: str, dtype: torch.dtype) -> None:
+    """Skip the test when backend ``name`` cannot run on this machine at all; reject the example
+    (``assume``) when it cannot run ``dtype`` on the CPU. Skipping on an example's dtype would
+    skip the whole test at the first such example, and with it every other example."""
+    module = load_backend(name)
+    if module is None:
+        pytest.skip(f"backend {name!r} is not available here")
+    assume(module.supports(torch.device("cpu"), dtype, needs_grad=False))
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deltarnn.ops import load_backend
-from tests.fuzz.strategies import ModuleSpec, midpoint_thetas, module_specs
+from tests.fuzz.strategies import ModuleSpec, assume_backend, midpoint_thetas, module_specs
 
 # float32: summation order and rational tanh/sigmoid approximations (3e-7) in the cpu engine;
 # float64: summation order only.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
-CPU = torch.device("cpu")
 FAST_BACKENDS = ("cpu", "fused", "triton")
-
-
-def runnable(name: str, dtype: torch.dtype) -> bool:
-    module = load_backend(name)
-    return module is not None and module.supports(CPU, dtype, needs_grad=False)
 
 
 @st.composite
@@ -66,8 +59,7 @@ def stream(model, x, state=None):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @given(spec=module_specs(), data=st.data())
 def test_backends_agree_with_reference_on_grid_inputs(backend, spec: ModuleSpec, data):
-    if not runnable(backend, spec.dtype):
-        pytest.skip(f"backend {backend!r} cannot run {spec.dtype} on the CPU here")
+    assume_backend(backend, spec.dtype)
     theta_x, theta_h = data.draw(safe_thresholds(spec))
     model = spec.build(theta_x=theta_x, theta_h=theta_h, backend="reference")
     x = spec.grid_input()
@@ -82,8 +74,7 @@ def test_backends_agree_with_reference_on_grid_inputs(backend, spec: ModuleSpec,
 @pytest.mark.parametrize("backend", ("reference", *FAST_BACKENDS))
 @given(spec=module_specs(max_steps=16), data=st.data())
 def test_chunked_stream_equals_one_pass(backend, spec: ModuleSpec, data):
-    if not runnable(backend, spec.dtype):
-        pytest.skip(f"backend {backend!r} cannot run {spec.dtype} on the CPU here")
+    assume_backend(backend, spec.dtype)
     theta_x, theta_h = data.draw(safe_thresholds(spec))
     cuts = data.draw(
         st.lists(st.integers(1, max(spec.steps - 1, 1)), max_size=4, unique=True), label="cuts"

@@ -12,29 +12,19 @@ import math
 
 import pytest
 import torch
-from hypothesis import Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import deltarnn
-from deltarnn.ops import load_backend
-from tests.fuzz.strategies import ModuleSpec, module_specs
+from tests.fuzz.strategies import ModuleSpec, assume_backend, module_specs
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
-CPU = torch.device("cpu")
 
-NAN_NOT_SENT = pytest.mark.xfail(
-    strict=True,
-    reason="|NaN - x̂| > Θ is false, so a NaN input is never sent and the output stays finite",
-)
 BACKENDS = ("reference", "cpu", "fused", "triton")
-# While a case is marked xfail it fails on every example: shrinking it only costs time.
-NO_SHRINK = settings(phases=(Phase.explicit, Phase.reuse, Phase.generate))
 
 
 def run_all(spec: ModuleSpec, backend: str, x: torch.Tensor):
-    module = load_backend(backend)
-    if module is None or not module.supports(CPU, spec.dtype, needs_grad=False):
-        pytest.skip(f"backend {backend!r} cannot run {spec.dtype} on the CPU here")
+    assume_backend(backend, spec.dtype)
     model = spec.build(backend=backend)
     dense = deltarnn.to_torch(model)
     with torch.no_grad():
@@ -65,11 +55,7 @@ def with_bad_frames(draw, spec: ModuleSpec, values: tuple[float, ...]):
     return x
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [pytest.param(b, marks=NAN_NOT_SENT) if b == "fused" else b for b in BACKENDS],
-)
-@NO_SHRINK
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(spec=module_specs(min_steps=2), data=st.data())
 def test_nan_input_propagates_like_torch(backend, spec: ModuleSpec, data):
     x = data.draw(with_bad_frames(spec, (math.nan,)))
@@ -78,7 +64,6 @@ def test_nan_input_propagates_like_torch(backend, spec: ModuleSpec, data):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@NO_SHRINK
 @given(spec=module_specs(min_steps=2), data=st.data())
 def test_huge_and_infinite_frames_recover_like_torch(backend, spec: ModuleSpec, data):
     # 1e6 is within float32's rounding reach of the grid values only in float32.

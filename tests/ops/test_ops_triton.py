@@ -63,6 +63,27 @@ def test_interpreter_subprocess():
     assert " passed" in proc.stdout.splitlines()[-1]
 
 
+@pytest.mark.skipif(INTERPRETED, reason="this process already interprets")
+def test_fuzz_tier_triton_cases_interpreted():
+    """The fuzz tier's triton cases (backend agreement on grid inputs, chunking, NaN and huge
+    inputs against torch), which the suite's own process skips, run where Triton interprets;
+    every one must run (none skipped)."""
+    pytest.importorskip("hypothesis")
+    fuzz = Path(__file__).resolve().parents[1] / "fuzz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "triton",
+         str(fuzz / "test_fuzz_backends.py"), str(fuzz / "test_fuzz_numerics.py")],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    summary = proc.stdout.splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+
+
 def grid(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randint(-8, 9, shape, generator=gen).float() / 8
 
@@ -100,18 +121,24 @@ def to(state, device):
 
 
 def assert_same_run(expected, got, atol=ATOL):
+    """Outputs, every state field (``since_sync`` exactly) and counts; NaN where the spec has it."""
     (out_e, state_e, counts_e), (out_g, state_g, counts_g) = expected, got
-    torch.testing.assert_close(out_g.cpu(), out_e, atol=atol, rtol=0)
+    close = {"atol": atol, "rtol": 0, "equal_nan": True}
+    torch.testing.assert_close(out_g.cpu(), out_e, **close)
     assert type(state_g) is type(state_e)
     for name, e, g in zip(state_e._fields, state_e, state_g, strict=True):
-        torch.testing.assert_close(g.cpu(), e, atol=atol, rtol=0, msg=f"state.{name}")
+        if name == "since_sync":
+            assert torch.equal(g.cpu().expand(e.shape), e), f"state.since_sync {g} != {e}"
+        else:
+            torch.testing.assert_close(g.cpu(), e, msg=f"state.{name}", **close)
     if counts_e is not None:
         for name in ("nx", "nh", "ux", "uh"):
             assert torch.equal(getattr(counts_g, name).cpu(), getattr(counts_e, name)), name
         for name in ("abs_x", "abs_h"):
             torch.testing.assert_close(
-                getattr(counts_g, name).cpu(), getattr(counts_e, name), atol=1e-4, rtol=0
-            )
+                getattr(counts_g, name).cpu(), getattr(counts_e, name), atol=1e-4, rtol=0,
+                equal_nan=True,
+            )  # fmt: skip
 
 
 def run_both(kind, steps, batch, inputs, hidden, theta_x, theta_h, device, **kwargs):
@@ -238,6 +265,100 @@ def test_streamer_matches_spec(kind, device):
         streamer.step(x[t].to(device))
     _, half_state, _ = spec(kind)(x[:2], state, w_ih, w_hh, 3 / 16, 0.1)
     assert_same_run((out_e[:0], half_state, None), (out_e[:0], streamer.state(), None))
+
+
+# The interpreter computes in NumPy, which warns about the NaN and inf these tests feed it.
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize(
+    "kind,x_mode,value",
+    [("gru", "dense", float("nan")), ("gru", "sparse", float("inf")),
+     ("lstm", "dense", 1e30), ("lstm", "sparse", -float("inf")), ("lstm", "sparse", float("nan"))],
+)  # fmt: skip
+def test_non_finite_and_huge_inputs_match_spec(kind, x_mode, value, device):
+    """At Θ = 0 a NaN change is sent (NaN reaches the products and the output, as in torch),
+    and the bound rule re-syncs the memories after a huge or infinite frame."""
+    w_ih, w_hh, state, gen = make_layer(kind, 2, 4, 6, seed=3)
+    x = grid(gen, 4, 2, 4)
+    x[1, 0, 2] = value  # sample 0 only: sample 1 stays finite
+    expected = spec(kind)(x, state, w_ih, w_hh, 0.0, 0.0, count=True)
+    got = tb.run_sequence(
+        x.to(device), to(state, device), tb.pack(w_ih.to(device), w_hh.to(device)),
+        torch.zeros(4, device=device), torch.zeros(6, device=device), count=True, x_mode=x_mode,
+    )  # fmt: skip
+    assert_same_run(expected, got)
+    out = got[0].cpu()
+    assert torch.isfinite(out[:, 1]).all()
+    if value != value:  # NaN: sent, so it poisons sample 0 from that step on, as in torch
+        assert torch.isnan(out[1:, 0]).all()
+    else:  # re-synced: finite again two steps after the bad frame
+        assert torch.isfinite(out[3, 0]).all()
+
+
+def drifted_layer(kind: str, batch: int, inputs: int, hidden: int):
+    """A layer whose state's memory is off from W x̂ + W ĥ + b (by 0.5, and one element past
+    MEMORY_BOUND in the last sample), with per-sample since_sync: a run that skips a re-sync
+    the spec does keeps the offset and differs."""
+    w_ih, w_hh, state, gen = make_layer(kind, batch, inputs, hidden, seed=5)
+    b_ih = torch.randn(w_ih.shape[0], generator=gen) * 0.2
+    b_hh = torch.randn(w_ih.shape[0], generator=gen) * 0.2
+    initial = F.gru_initial_state if kind == "gru" else F.lstm_initial_state
+    fresh = initial(w_ih, b_ih, b_hh, batch)
+    m = fresh.m + 0.5
+    m[-1, 1] = 4096.0  # past MEMORY_BOUND (1024)
+    since = torch.zeros(batch, dtype=torch.int64)
+    since[0] = 1  # with a period of 2 sample 0 re-syncs at step 0, the others at step 1
+    state = state._replace(x_hat=fresh.x_hat, h_hat=fresh.h_hat, m=m, since_sync=since)
+    return (w_ih, w_hh, b_ih, b_hh), state, gen
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("x_mode", ["dense", "sparse"])
+def test_resync_matches_spec(kind, x_mode, device):
+    """The re-sync rule: out of bound at the start (last sample) and every 2 steps from each
+    sample's own since_sync; in one pass and in two chunks (since_sync carried)."""
+    weights, state, gen = drifted_layer(kind, 3, 5, 7)
+    w_ih, w_hh, b_ih, b_hh = weights
+    x = grid(gen, 5, 3, 5)
+    expected = spec(kind)(
+        x, state, w_ih, w_hh, 3 / 16, 0.05, bias_ih=b_ih, bias_hh=b_hh, resync_every=2, count=True
+    )
+    packed = tb.pack(*(w.to(device) for w in weights))
+    thx, thh = torch.full((5,), 3 / 16, device=device), torch.full((7,), 0.05, device=device)
+
+    def run(x, state):
+        return tb.run_sequence(
+            x.to(device), to(state, device), packed, thx, thh, count=True, resync_every=2,
+            x_mode=x_mode,
+        )  # fmt: skip
+
+    assert_same_run(expected, run(x, state))
+    out_a, mid, _ = run(x[:3], state)
+    out_b, final, _ = run(x[3:], mid)
+    assert_same_run(expected[:2] + (None,), (torch.cat((out_a, out_b)), final, None))
+    # Without a period only the bound rule applies, and since_sync is returned as given.
+    expected = spec(kind)(x, state, w_ih, w_hh, 3 / 16, 0.05, bias_ih=b_ih, bias_hh=b_hh)
+    got = tb.run_sequence(x.to(device), to(state, device), packed, thx, thh, x_mode=x_mode)
+    assert_same_run(expected, got)
+    with pytest.raises(ConfigError, match="resync_every"):
+        tb.run_sequence(x.to(device), to(state, device), packed, thx, thh, resync_every=-1)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_streamer_resync_matches_spec(kind, device):
+    weights, state, gen = drifted_layer(kind, 2, 5, 7)
+    w_ih, w_hh, b_ih, b_hh = weights
+    x = grid(gen, 5, 2, 5)
+    x[1, 0, 3] = float("inf")
+    out_e, state_e, _ = spec(kind)(
+        x, state, w_ih, w_hh, 3 / 16, 0.05, bias_ih=b_ih, bias_hh=b_hh, resync_every=3
+    )
+    streamer = tb.TritonStreamer(
+        tb.pack(*(w.to(device) for w in weights)), to(state, device), 3 / 16, 0.05,
+        resync_every=3,
+    )  # fmt: skip
+    outs = torch.stack([streamer.step(x[t].to(device)).clone() for t in range(5)])
+    assert_same_run((out_e, state_e, None), (outs, streamer.state(), None))
 
 
 def test_segments():
@@ -441,7 +562,9 @@ def test_stack_streamer_matches_spec(kind, depth, batch, device):
     layers, states = make_stack(kind, depth, batch)
     frames = grid(torch.Generator().manual_seed(9), 4, batch, layers[0].weight_ih.shape[1])
     moved = [Layer(*(t if t is None else t.to(device) for t in p)) for p in layers]
-    streamer = tst.StackStreamer(kind, moved, tuple(to(s, device) for s in states), count=True)
+    streamer = tst.StackStreamer(
+        kind, moved, tuple(to(s, device) for s in states), count=True, resync_every=0
+    )
     assert streamer.batch_size == batch
     expected_states, saved = states, None
     for t, frame in enumerate(frames):
@@ -467,8 +590,8 @@ def test_stack_streamer_errors(device):
     states = tuple(to(s, device) for s in states)
     with pytest.raises(ConfigError, match="kind"):
         tst.StackStreamer("RNN", moved, states)
-    with pytest.raises(BackendError, match="8-bit"):
-        tst.StackStreamer("GRU", moved, states, weights="int8")
+    with pytest.raises(ConfigError, match="weights"):
+        tst.StackStreamer("GRU", moved, states, weights="int4")
     with pytest.raises(ShapeError, match="state must be a tuple of 2"):
         tst.StackStreamer("GRU", moved, states[:1])
     with pytest.raises(ShapeError, match="must be a DeltaLSTMState"):
@@ -480,8 +603,43 @@ def test_stack_streamer_errors(device):
         streamer.step(torch.zeros(1, 5, dtype=torch.float64, device=device))
     with pytest.raises(BackendError, match="count=True"):
         streamer.counts()
-    with pytest.raises(BackendError, match="resync_every must be 0"):
-        tst.StackStreamer("GRU", moved, states, resync_every=1024)
+    with pytest.raises(ConfigError, match="resync_every"):
+        tst.StackStreamer("GRU", moved, states, resync_every=-1)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_stack_streamer_is_the_backends(kind, weights, device):
+    """The backend protocol's StackStreamer: what select_streamer_backend finds for this device,
+    step for step equal to the reference backend's (the spec) with biases, 8-bit weights, a
+    re-sync period of 2, and an infinite frame that the bound rule recovers from."""
+    from deltarnn.ops import reference, select_streamer_backend
+
+    assert select_streamer_backend("triton", device, torch.float32).StackStreamer is (
+        tst.StackStreamer
+    )
+    layers, states = make_stack(kind, 2, 2)
+    gen = torch.Generator().manual_seed(4)
+    layers = [
+        p._replace(bias_ih=torch.randn(p.weight_ih.shape[0], generator=gen) * 0.2,
+                   bias_hh=torch.randn(p.weight_ih.shape[0], generator=gen) * 0.2)
+        for p in layers
+    ]  # fmt: skip
+    frames = grid(gen, 5, 2, 5)
+    frames[1, 1, 0] = float("inf")
+    options = {"count": True, "weights": weights, "resync_every": 2}
+    expected = reference.StackStreamer(kind, layers, states, **options)
+    moved = [Layer(*(t if t is None else t.to(device) for t in p)) for p in layers]
+    got = tst.StackStreamer(kind, moved, tuple(to(s, device) for s in states), **options)
+    for frame in frames:
+        h_e = expected.step(frame)
+        torch.testing.assert_close(got.step(frame.to(device)).cpu(), h_e, atol=ATOL, rtol=0)
+        for s_e, s_g, c_e, c_g in zip(
+            expected.state(), got.state(), expected.counts(), got.counts(), strict=True
+        ):
+            assert_same_run((h_e[:0], s_e, c_e), (h_e[:0], s_g, c_g))
+    assert torch.isfinite(h_e).all()  # recovered from the infinite frame
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
@@ -543,3 +701,172 @@ def test_custom_op_kernel_matches_spec(kind, count, device):
     empty = triton_custom_ops.KERNELS[kind](args[0][:0], *args[1:], count, 0)
     assert empty[0].shape == (0, 3, 9)
     assert not any(a.data_ptr() == b.data_ptr() for a, b in zip(empty[1:], given[1:], strict=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA-graph replay on the CPU: a stand-in graph that records at capture and re-runs at replay
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeGraph(torch.utils._python_dispatch.TorchDispatchMode):
+    """A CUDA graph's contract, on the CPU: ``capture`` records the torch ops and Triton launches
+    of a call (the launches are not run, as in a real capture) and :meth:`replay` runs exactly
+    the recorded work again, on the tensors of the capture (an op's result is written back into
+    the tensor the capture produced, as a graph's private memory). Host code that does not run
+    at capture time is not replayed, and a host read of a device value (``.item()``, ``bool()``)
+    during the capture fails, as it does on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.work: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError(f"host read of a device value during graph capture: {func}")
+        result = func(*args, **kwargs)
+        self.work.append(("op", func, args, kwargs, result))
+        return result
+
+    def launch(self, kernel, grid, args, kwargs):
+        self.work.append(("triton", kernel, grid, args, kwargs))
+
+    def replay(self):
+        for item in self.work:
+            if item[0] == "triton":
+                _, kernel, grid, args, kwargs = item
+                kernel[grid](*args, **kwargs)
+                continue
+            _, func, args, kwargs, recorded = item
+            result = func(*args, **kwargs)
+            for old, new in zip(_tensors(recorded), _tensors(result), strict=True):
+                if old.data_ptr() != new.data_ptr():
+                    old.copy_(new)
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+class _Kernels:
+    """The kernel module, its launches recorded while a :class:`FakeGraph` captures."""
+
+    capturing: FakeGraph | None = None
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        kernel = getattr(self._module, name)
+        owner = self
+
+        class Launcher:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    if owner.capturing is not None:
+                        owner.capturing.launch(kernel, grid, args, kwargs)
+                    else:
+                        kernel[grid](*args, **kwargs)
+
+                return launch
+
+        return Launcher()
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    """CUDA-graph mode on the CPU (interpreter): every graph captured is a :class:`FakeGraph`;
+    the list of graphs captured is returned."""
+    kernels = _Kernels(triton_common.kernels())
+    graphs: list[FakeGraph] = []
+
+    def capture_graph(fn):
+        fn()  # the warm-up run (compiles on a GPU), as triton_common.capture_graph does
+        graph = FakeGraph()
+        kernels.capturing = graph
+        try:
+            with graph:
+                result = fn()
+        finally:
+            kernels.capturing = None
+        graphs.append(graph)
+        return graph, result
+
+    for module in (tb, tst):
+        monkeypatch.setattr(module, "capture_graph", capture_graph)
+        monkeypatch.setattr(module, "_use_graph", lambda device, use_graph: use_graph is not False)
+    monkeypatch.setattr(tb, "kernels", lambda: kernels)
+    return graphs
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="run by test_interpreter_subprocess")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_stack_streamer_graph_replay(kind, fake_graphs):
+    """The stack streamer in CUDA-graph mode: two graphs (one per parity) captured at
+    construction, then every frame is a replay, step for step the spec's (re-sync period 2, an
+    infinite frame, counts); load_state() continues the same graphs from a saved state."""
+    from deltarnn.ops import reference
+
+    layers, states = make_stack(kind, 2, 2)
+    frames = grid(torch.Generator().manual_seed(6), 6, 2, 5)
+    frames[2, 0, 1] = float("inf")
+    options = {"count": True, "resync_every": 2}
+    expected = reference.StackStreamer(kind, layers, states, **options)
+    got = tst.StackStreamer(kind, layers, states, use_graph=True, **options)
+    assert len(fake_graphs) == 2 and all(g.work for g in fake_graphs)
+    saved = None
+    for t, frame in enumerate(frames):
+        h_e = expected.step(frame)
+        torch.testing.assert_close(got.step(frame), h_e, atol=ATOL, rtol=0)
+        for s_e, s_g, c_e, c_g in zip(
+            expected.state(), got.state(), expected.counts(), got.counts(), strict=True
+        ):
+            assert_same_run((h_e[:0], s_e, c_e), (h_e[:0], s_g, c_g))
+        if t == 2:
+            saved = got.state()
+    got.load_state(saved)
+    expected.load_state(saved)
+    for frame in frames[3:]:
+        torch.testing.assert_close(got.step(frame), expected.step(frame), atol=ATOL, rtol=0)
+    assert len(fake_graphs) == 2  # nothing captured again
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="run by test_interpreter_subprocess")
+@pytest.mark.parametrize("x_mode", ["dense", "sparse"])
+def test_sequence_graph_replay(x_mode, fake_graphs):
+    """run_sequence in CUDA-graph mode: T = 5 as segments of 4 and 1 (one graph each), the
+    period carried across them; a second call replays the cached graphs and gives the same."""
+    weights, state, gen = drifted_layer("gru", 2, 5, 7)
+    w_ih, w_hh, b_ih, b_hh = weights
+    x = grid(gen, 5, 2, 5)
+    expected = F.delta_gru(
+        x, state, w_ih, w_hh, 3 / 16, 0.05, bias_ih=b_ih, bias_hh=b_hh, resync_every=2, count=True
+    )
+    packed = tb.pack(*weights)
+    thx, thh = torch.full((5,), 3 / 16), torch.full((7,), 0.05)
+    for _ in range(2):
+        got = tb.run_sequence(
+            x, state, packed, thx, thh, count=True, resync_every=2, x_mode=x_mode, use_graph=True
+        )
+        assert_same_run(expected, got)
+    assert len(fake_graphs) == 2
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="run by test_interpreter_subprocess")
+def test_fake_graph_replays_only_what_was_captured(fake_graphs):
+    """The stand-in has teeth: a host-side update between replays is not replayed, and a
+    host read during capture fails."""
+    buffer = torch.zeros(3)
+    _, _ = tb.capture_graph(lambda: buffer.add_(1))
+    graph = fake_graphs[-1]
+    buffer.zero_()
+    graph.replay()
+    graph.replay()
+    assert buffer.tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(AssertionError, match="host read"):
+        tb.capture_graph(lambda: bool(buffer.sum() > 0))

@@ -169,6 +169,33 @@ def test_triton_float32_and_edge_shapes(kind):
     compare(kind, "triton", (1, 1, 3, 5), 3 / 16, 0.1, torch.float64, atol=1e-11, warm=False)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's NumPy on NaN
+@pytest.mark.parametrize("impl", ["torch", pytest.param("triton", marks=needs_interpreter)])
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_nan_and_inf_inputs_are_sent_like_the_spec(kind, impl):
+    """The send rule of the spec, ``not |Δ| <= Θ``: a NaN (or inf) change is sent, so NaN
+    reaches the outputs, state and counts where the spec has it (forward values; no gradient)."""
+    leaves, prefix = make_case(kind, 4, 2, 5, 7, torch.float64)
+    with torch.no_grad():
+        x = leaves["x"].detach().clone()
+        x[1, 0, 2] = float("nan")
+        x[2, 1, 3] = float("inf")
+        state = initial_state(kind, leaves, prefix, 3 / 16, 0.1)
+        weights = (leaves["w_ih"], leaves["w_hh"], 3 / 16, 0.1)
+        spec = F.delta_gru if kind == "gru" else F.delta_lstm
+        fast = tt.delta_gru_train if kind == "gru" else tt.delta_lstm_train
+        biases = {"bias_ih": leaves["b_ih"], "bias_hh": leaves["b_hh"]}  # the spec's re-sync
+        expected = spec(x, state, *weights, count=True, **biases)
+        got = fast(x, state, *weights, count=True, impl=impl)
+    close = {"atol": 1e-11, "rtol": 0, "equal_nan": True}
+    torch.testing.assert_close(got[0], expected[0], **close)
+    assert torch.isnan(got[0][1:, 0]).all()
+    for name, e, g in zip(expected[1]._fields, expected[1], got[1], strict=True):
+        torch.testing.assert_close(g, e, msg=f"state.{name}", **close)
+    for name in ("nx", "nh", "ux", "uh"):
+        assert torch.equal(getattr(got[2], name), getattr(expected[2], name)), name
+
+
 @needs_interpreter
 def test_triton_segments_equal_spec(monkeypatch):
     """A sequence run in segments (what graphed training does to bound its graph cache) gives the

@@ -42,6 +42,13 @@ def _tanh(x):
 
 
 @triton.jit
+def _sends(diff, theta):
+    """The send rule of the spec: ``not |diff| <= theta``, so a NaN change is sent (a comparison
+    with NaN is false) and NaN/inf reach the products as in a dense network."""
+    return ~(tl.abs(diff) <= theta)
+
+
+@triton.jit
 def _dot(a, b, acc, PRECISION: tl.constexpr):
     """acc += a @ b in acc's dtype. ``out_dtype`` must be given: Triton 3.6 rejects an fp64
     accumulator with the default (fp32) ``out_dtype``."""
@@ -73,17 +80,20 @@ def delta_scan_kernel(
     theta_ptr,
     delta_ptr,
     last_ptr,
+    held_ptr,
     T,
     N,
     F,
     STORE_DELTA: tl.constexpr,
     STORE_LAST: tl.constexpr,
+    STORE_HELD: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """Delta-encode a whole sequence (T, B, F) against x̂, one program per block of B*F entries.
 
     Writes the deltas (T, B, F) and/or, for training, the index of the last step that sent each
-    entry (``t + 1``, or 0 when it still holds the initial x̂), and the final x̂ in place.
+    entry (``t + 1``, or 0 when it still holds the initial x̂), and/or the x̂ held after each step
+    (T, B, F; what the memory re-sync of a step multiplies), and the final x̂ in place.
     Arithmetic is in x̂'s dtype.
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -95,19 +105,23 @@ def delta_scan_kernel(
     x_ptr += offs
     delta_ptr += offs
     last_ptr += offs
+    held_ptr += offs
     for t in range(T):
         x = tl.load(x_ptr, mask=mask, other=0.0).to(xhat.dtype)
         diff = x - xhat
-        send = tl.abs(diff) > theta
+        send = _sends(diff, theta)
         if STORE_DELTA:
             tl.store(delta_ptr, tl.where(send, diff, 0.0), mask=mask)
         xhat = tl.where(send, x, xhat)
         if STORE_LAST:
             last = tl.where(send, t + 1, last)
             tl.store(last_ptr, last, mask=mask)
+        if STORE_HELD:
+            tl.store(held_ptr, xhat, mask=mask)
         x_ptr += N
         delta_ptr += N
         last_ptr += N
+        held_ptr += N
     tl.store(xhat_ptr + offs, xhat, mask=mask)
 
 
@@ -140,7 +154,7 @@ def encode_kernel(
         v = tl.load(v_ptr + off, mask=m2, other=0.0)
         vhat = tl.load(vhat_in_ptr + off, mask=m2, other=0.0)
         diff = v - vhat
-        send = (tl.abs(diff) > theta[None, :]) & m2
+        send = _sends(diff, theta[None, :]) & m2
         tl.store(delta_ptr + off, tl.where(send, diff, 0.0), mask=m2)
         tl.store(vhat_out_ptr + off, tl.where(send, v, vhat), mask=m2)
         any_sent = tl.maximum(any_sent, tl.max(send.to(tl.int32), axis=0))
@@ -181,6 +195,7 @@ def prepare_step_kernel(
     flags_h_ptr,
     idx_h_ptr,
     n_ptr,
+    bound_clear_ptr,
     B,
     I,
     H,
@@ -194,7 +209,12 @@ def prepare_step_kernel(
     and compacts the columns any batch row sent into ``idx_x``. It always compacts the hidden
     columns flagged by the previous step into ``idx_h`` and clears those flags. The list lengths go
     to ``n = [n_x, n_h]``. A compacted list lets the product kernel loop over active columns only.
+    It also clears the B out-of-bound flags at ``bound_clear``, which the step kernel after it
+    sets (the streamer's two-slot ring has no third slot the step kernel could clear).
     """
+    for b0 in range(0, B, BLOCK_C):
+        rows = b0 + tl.arange(0, BLOCK_C)
+        tl.store(bound_clear_ptr + rows, tl.zeros([BLOCK_C], dtype=tl.int32), mask=rows < B)
     n_x = tl.sum(tl.zeros([BLOCK_C], dtype=tl.int32), axis=0)
     if ENCODE_X:
         for c0 in range(0, I, BLOCK_C):
@@ -209,7 +229,7 @@ def prepare_step_kernel(
                 x = tl.load(x_ptr + off, mask=m2, other=0.0).to(tl.float32)
                 xhat = tl.load(xhat_ptr + off, mask=m2, other=0.0)
                 diff = x - xhat
-                send = (tl.abs(diff) > theta[None, :]) & m2
+                send = _sends(diff, theta[None, :]) & m2
                 tl.store(dx_ptr + off, tl.where(send, diff, 0.0), mask=m2)
                 tl.store(xhat_ptr + off, tl.where(send, x, xhat), mask=m2)
                 any_sent = tl.maximum(any_sent, tl.max(send.to(tl.int32), axis=0))
@@ -217,6 +237,58 @@ def prepare_step_kernel(
     n_h = _compact_flags(flags_h_ptr, idx_h_ptr, H, True, BLOCK_C)
     tl.store(n_ptr, n_x)
     tl.store(n_ptr + 1, n_h)
+
+
+@triton.jit
+def _add_columns(
+    acc0,
+    acc1,
+    acc2,
+    acc3,
+    wt_ptr,
+    d_ptr,
+    cols,
+    kmask,
+    rows,
+    bmask,
+    units,
+    umask,
+    F,
+    H,
+    HIDDEN_SIDE: tl.constexpr,
+    LSTM: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Add ``d[:, j] * W[:, j]`` for the block of columns ``cols`` (``kmask``: which are real).
+
+    ``wt_ptr`` is W^T (F, G*H), ``d_ptr`` a (B, F) vector; only the rows of W^T listed are read.
+    The gate blocks go to the accumulators of the memory parts they feed: LSTM i|f|g|o ->
+    0|1|2|3; GRU input side r|z|n -> 0|1|2 (M_xn), hidden side r|z|n -> 0|1|3 (M_hn).
+    """
+    if LSTM:
+        gh = 4 * H
+    else:
+        gh = 3 * H
+    d = tl.load(
+        d_ptr + rows[:, None] * F + cols[None, :],
+        mask=bmask[:, None] & kmask[None, :],
+        other=0.0,
+    )
+    wp = wt_ptr + cols[:, None] * gh + units[None, :]
+    wm = kmask[:, None] & umask[None, :]
+    acc0 = _mac(acc0, d, tl.load(wp, mask=wm, other=0.0).to(tl.float32), USE_DOT, PRECISION)
+    acc1 = _mac(acc1, d, tl.load(wp + H, mask=wm, other=0.0).to(tl.float32), USE_DOT, PRECISION)
+    w2 = tl.load(wp + 2 * H, mask=wm, other=0.0).to(tl.float32)
+    if LSTM:
+        acc2 = _mac(acc2, d, w2, USE_DOT, PRECISION)
+        w3 = tl.load(wp + 3 * H, mask=wm, other=0.0).to(tl.float32)
+        acc3 = _mac(acc3, d, w3, USE_DOT, PRECISION)
+    elif HIDDEN_SIDE:
+        acc3 = _mac(acc3, d, w2, USE_DOT, PRECISION)
+    else:
+        acc2 = _mac(acc2, d, w2, USE_DOT, PRECISION)
+    return acc0, acc1, acc2, acc3
 
 
 @triton.jit
@@ -241,39 +313,67 @@ def _sparse_columns(
     PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """Add ``delta[:, j] * W[:, j]`` over the ``n`` active columns j listed in ``idx``.
-
-    ``wt_ptr`` is W^T (F, G*H); only rows of active columns are read. The gate blocks go to the
-    accumulators of the memory parts they feed: LSTM i|f|g|o -> 0|1|2|3; GRU input side r|z|n ->
-    0|1|2 (M_xn), hidden side r|z|n -> 0|1|3 (M_hn).
-    """
-    if LSTM:
-        gh = 4 * H
-    else:
-        gh = 3 * H
+    """:func:`_add_columns` over the ``n`` active columns listed in ``idx`` (the deltas sent)."""
     for k0 in range(0, n, BLOCK_K):
         kk = k0 + tl.arange(0, BLOCK_K)
         kmask = kk < n
         cols = tl.load(idx_ptr + kk, mask=kmask, other=0)
-        d = tl.load(
-            d_ptr + rows[:, None] * F + cols[None, :],
-            mask=bmask[:, None] & kmask[None, :],
-            other=0.0,
-        )
-        wp = wt_ptr + cols[:, None] * gh + units[None, :]
-        wm = kmask[:, None] & umask[None, :]
-        acc0 = _mac(acc0, d, tl.load(wp, mask=wm, other=0.0).to(tl.float32), USE_DOT, PRECISION)
-        acc1 = _mac(acc1, d, tl.load(wp + H, mask=wm, other=0.0).to(tl.float32), USE_DOT, PRECISION)
-        w2 = tl.load(wp + 2 * H, mask=wm, other=0.0).to(tl.float32)
-        if LSTM:
-            acc2 = _mac(acc2, d, w2, USE_DOT, PRECISION)
-            w3 = tl.load(wp + 3 * H, mask=wm, other=0.0).to(tl.float32)
-            acc3 = _mac(acc3, d, w3, USE_DOT, PRECISION)
-        elif HIDDEN_SIDE:
-            acc3 = _mac(acc3, d, w2, USE_DOT, PRECISION)
-        else:
-            acc2 = _mac(acc2, d, w2, USE_DOT, PRECISION)
+        acc0, acc1, acc2, acc3 = _add_columns(
+            acc0, acc1, acc2, acc3, wt_ptr, d_ptr, cols, kmask, rows, bmask, units, umask, F, H,
+            HIDDEN_SIDE, LSTM, USE_DOT, PRECISION,
+        )  # fmt: skip
     return acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def _dense_columns(
+    acc0,
+    acc1,
+    acc2,
+    acc3,
+    wt_ptr,
+    v_ptr,
+    rows,
+    bmask,
+    units,
+    umask,
+    F,
+    H,
+    HIDDEN_SIDE: tl.constexpr,
+    LSTM: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """:func:`_add_columns` over all F columns of a (B, F) vector (the re-sync's W x̂, W ĥ)."""
+    for k0 in range(0, F, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        acc0, acc1, acc2, acc3 = _add_columns(
+            acc0, acc1, acc2, acc3, wt_ptr, v_ptr, cols, cols < F, rows, bmask, units, umask, F,
+            H, HIDDEN_SIDE, LSTM, USE_DOT, PRECISION,
+        )  # fmt: skip
+    return acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def _resync_rows(bound_in_ptr, since_in_ptr, since_out_ptr, rows, bmask, resync_every):
+    """Which batch rows re-sync their memory at this step (the rule of
+    :mod:`deltarnn.functional.state`): the memory before the step was out of bound (a flag the
+    previous step set, or the initial check) or, with a period, ``since_sync + 1`` reaches it.
+    The programs of the first unit block write the new ``since_sync`` (0 where re-synced)."""
+    resync = (tl.load(bound_in_ptr + rows, mask=bmask, other=0) != 0) & bmask
+    if resync_every > 0:
+        age = tl.load(since_in_ptr + rows, mask=bmask, other=0) + 1
+        resync = resync | ((age >= resync_every) & bmask)
+        tl.store(since_out_ptr + rows, tl.where(resync, 0, age), mask=_first_block(bmask))
+    return resync
+
+
+@triton.jit
+def _first_block(bmask):
+    """``bmask`` in the programs of the first unit block, all False elsewhere: per-row values
+    that every unit block computes alike are written once."""
+    return bmask & ((tl.zeros(bmask.shape, dtype=tl.int32) + tl.program_id(0)) == 0)
 
 
 @triton.jit(
@@ -289,8 +389,15 @@ def _sparse_columns(
         "flags_h_ptr",
         "flags_in_ptr",
         "flags_clear_ptr",
+        "xheld_ptr",
+        "bound_in_ptr",
+        "bound_out_ptr",
+        "bound_clear_ptr",
+        "since_in_ptr",
+        "since_out_ptr",
     ],
-    do_not_specialize=["encode_next"],  # a runtime flag: one variant, not two
+    # runtime values: one variant, not one per value
+    do_not_specialize=["encode_next", "resync_every"],
 )
 def delta_step_kernel(
     wih_t_ptr,
@@ -313,10 +420,19 @@ def delta_step_kernel(
     flags_h_ptr,
     flags_in_ptr,
     flags_clear_ptr,
+    xheld_ptr,
+    m0_ptr,
+    bound_in_ptr,
+    bound_out_ptr,
+    bound_clear_ptr,
+    since_in_ptr,
+    since_out_ptr,
     B,
     I,
     H,
     encode_next,
+    resync_every,
+    BOUND: tl.constexpr,
     LSTM: tl.constexpr,
     X_SPARSE: tl.constexpr,
     H_SPARSE: tl.constexpr,
@@ -345,6 +461,15 @@ def delta_step_kernel(
     step instead of two, and no one-program loop over H between them. The flags are a ring of
     three: read ``flags_in``, set ``flags_h`` (the next step's), clear ``flags_clear`` (the one
     read a step ago) for this program's units.
+
+    Memory re-sync (the rule of :mod:`deltarnn.functional.state`): a row whose flag in
+    ``bound_in`` is set (its memory left ``BOUND`` or stopped being finite at the previous step)
+    or whose period ``resync_every`` elapses (``since_in`` -> ``since_out``) gets its memory
+    recomputed densely, ``m0 + W_ih x̂_t + W_hh ĥ_t`` (x̂_t at ``xheld``, ĥ_t at ``hhat_in``), in
+    place of the accumulated one; a dense product that only runs in a program holding such a row.
+    Every program sets ``bound_out`` for its rows whose new memory is out of bound (the next
+    step's flags) and the first unit block clears ``bound_clear`` (a ring of three, as the
+    hidden flags; the streamer clears in its prepare kernel instead).
     """
     units = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     umask = units < H
@@ -402,6 +527,34 @@ def delta_step_kernel(
     m1 = tl.load(mp + H, mask=m2, other=0.0) + acc1
     mm2 = tl.load(mp + 2 * H, mask=m2, other=0.0) + acc2
     m3 = tl.load(mp + 3 * H, mask=m2, other=0.0) + acc3
+
+    resync = _resync_rows(bound_in_ptr, since_in_ptr, since_out_ptr, rows, bmask, resync_every)
+    if tl.max(resync.to(tl.int32), axis=0) > 0:
+        d0 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        d1 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        d2 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        d3 = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        d0, d1, d2, d3 = _dense_columns(
+            d0, d1, d2, d3, wih_t_ptr, xheld_ptr, rows, bmask, units, umask, I, H, False, LSTM,
+            USE_DOT, PRECISION, BLOCK_K,
+        )  # fmt: skip
+        d0, d1, d2, d3 = _dense_columns(
+            d0, d1, d2, d3, whh_t_ptr, hhat_in_ptr, rows, bmask, units, umask, H, H, True, LSTM,
+            USE_DOT, PRECISION, BLOCK_K,
+        )  # fmt: skip
+        r2 = resync[:, None]
+        m0 = tl.where(r2, tl.load(m0_ptr + units, mask=umask, other=0.0)[None, :] + d0, m0)
+        m1 = tl.where(r2, tl.load(m0_ptr + H + units, mask=umask, other=0.0)[None, :] + d1, m1)
+        mm2 = tl.where(
+            r2, tl.load(m0_ptr + 2 * H + units, mask=umask, other=0.0)[None, :] + d2, mm2
+        )
+        m3 = tl.where(r2, tl.load(m0_ptr + 3 * H + units, mask=umask, other=0.0)[None, :] + d3, m3)
+    # The next step's flags: any element of a row's new memory not within the bound (or NaN).
+    out_of_bound = ~(tl.abs(m0) <= BOUND) | ~(tl.abs(m1) <= BOUND)
+    out_of_bound = out_of_bound | ~(tl.abs(mm2) <= BOUND) | ~(tl.abs(m3) <= BOUND)
+    bad = tl.max((out_of_bound & m2).to(tl.int32), axis=1)
+    tl.atomic_max(bound_out_ptr + rows, bad, mask=bmask & (bad > 0))
+    tl.store(bound_clear_ptr + rows, tl.zeros([BLOCK_B], dtype=tl.int32), mask=_first_block(bmask))
     tl.store(mp, m0, mask=m2)
     tl.store(mp + H, m1, mask=m2)
     tl.store(mp + 2 * H, mm2, mask=m2)
@@ -425,7 +578,7 @@ def delta_step_kernel(
         hhat = tl.load(hhat_in_ptr + off, mask=m2, other=0.0)
         theta = tl.load(theta_h_ptr + units, mask=umask, other=0.0)
         diff = h - hhat
-        send = (tl.abs(diff) > theta[None, :]) & m2
+        send = _sends(diff, theta[None, :]) & m2
         tl.store(dh_next_ptr + off, tl.where(send, diff, 0.0), mask=m2)
         tl.store(hhat_out_ptr + off, tl.where(send, h, hhat), mask=m2)
         if H_SPARSE:  # the flags feed the next step's compaction of the hidden columns
@@ -507,7 +660,7 @@ def train_forward_step_kernel(
         hp = tl.load(h_prev_ptr + off, mask=mk, other=0.0)
         hhp = tl.load(hhat_prev_ptr + off, mask=mk, other=0.0)
         theta = tl.load(theta_ptr + ks, mask=kmask, other=0.0)
-        u = tl.where(tl.abs(hp - hhp) > theta[None, :], hp, hhp)
+        u = tl.where(_sends(hp - hhp, theta[None, :]), hp, hhp)
         u = u - tl.load(hhat0_ptr + off, mask=mk, other=0.0)
         wp = whh_t_ptr + ks[:, None] * gh + units[None, :]
         wm = kmask[:, None] & umask[None, :]
@@ -522,7 +675,7 @@ def train_forward_step_kernel(
     hp = tl.load(h_prev_ptr + off, mask=m2, other=0.0)
     hhp = tl.load(hhat_prev_ptr + off, mask=m2, other=0.0)
     theta = tl.load(theta_ptr + units, mask=umask, other=0.0)
-    send = tl.abs(hp - hhp) > theta[None, :]
+    send = _sends(hp - hhp, theta[None, :])
     tl.store(hhat_ptr + off, tl.where(send, hp, hhp), mask=m2)
     tl.store(send_ptr + off, send.to(tl.int8), mask=m2)
 

@@ -28,6 +28,12 @@ all columns) or *sparse* (only the columns sent): ``x_mode`` for the input side,
 Weights: float32, float16 or bfloat16; products accumulate in float32, state is kept in float32
 inside the kernels. No gradients: training uses :mod:`deltarnn.ops.triton_train`.
 
+The kernels follow the spec on non-finite input and on long streams: a NaN change is sent, and
+the memory re-sync rule of :mod:`deltarnn.functional.state` (out of ``MEMORY_BOUND``, or every
+``resync_every`` steps, ``since_sync`` carried in the state) runs inside the step kernel: each
+step flags the rows whose new memory left the bound, and the next step recomputes those rows
+densely from x̂, ĥ and the biases.
+
 On a CPU the kernels run only under ``TRITON_INTERPRET=1`` set before Triton is imported (Triton's
 interpreter, for tests), so ``backend="auto"`` never picks this backend for ordinary CPU use.
 """
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton  # noqa: F401  (soft import: a missing triton disables the backend)
@@ -134,9 +141,16 @@ class TritonPacked:
 
     Attributes:
         w_ih_t: (I, G*H). w_hh_t: (H, G*H). gates: 3 (GRU) or 4 (LSTM).
+        m0: (4H,) float32, the memory of the biases (the memory re-sync starts from it).
     """
 
-    def __init__(self, weight_ih: Tensor, weight_hh: Tensor) -> None:
+    def __init__(
+        self,
+        weight_ih: Tensor,
+        weight_hh: Tensor,
+        bias_ih: Tensor | None = None,
+        bias_hh: Tensor | None = None,
+    ) -> None:
         if weight_ih.dim() != 2 or weight_hh.dim() != 2:
             raise ShapeError(
                 f"weight_ih and weight_hh must be 2-D (G*H, I) and (G*H, H); got "
@@ -161,6 +175,10 @@ class TritonPacked:
         self.device = weight_ih.device
         self.w_ih_t = weight_ih.detach().t().contiguous()
         self.w_hh_t = weight_hh.detach().t().contiguous()
+        # The memory the biases start a stream at, (4H,) float32: where the re-sync starts from.
+        initial = F.lstm_initial_memory if self.gates == 4 else F.gru_initial_memory
+        biases = [None if b is None else b.detach().float() for b in (bias_ih, bias_hh)]
+        self.m0 = initial(*biases, weight_ih.detach().float()).contiguous()
         self.runs: OrderedDict[tuple, _SequenceRun] = OrderedDict()
         self._f32: dict[str, Tensor] = {}
 
@@ -193,8 +211,7 @@ def pack(
     bias_ih: Tensor | None = None,
     bias_hh: Tensor | None = None,
 ) -> TritonPacked:
-    # The biases serve the memory re-sync, which this backend does not apply (see gru()).
-    return TritonPacked(weight_ih, weight_hh)
+    return TritonPacked(weight_ih, weight_hh, bias_ih, bias_hh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,18 +229,37 @@ def _launch_encode(k, v, vhat_in, vhat_out, theta, delta, flags):
     )  # fmt: skip
 
 
-def _launch_prepare(k, cfg, x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, encode_x):
+def _launch_prepare(k, cfg, x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, bound_clear, encode_x):
     batch, inputs = xhat.shape
     k.prepare_step_kernel[(1,)](
-        x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, batch, inputs, flags_h.shape[0],
+        x, xhat, theta_x, dx, idx_x, flags_h, idx_h, n, bound_clear, batch, inputs,
+        flags_h.shape[0],
         ENCODE_X=encode_x, BLOCK_B=min(next_pow2(batch), 16), BLOCK_C=cfg.block_c,
         num_warps=cfg.num_warps,
     )  # fmt: skip
 
 
+class Resync(NamedTuple):
+    """The buffers of one step's memory re-sync (see ``delta_step_kernel``).
+
+    Attributes:
+        xheld: (B, I) x̂ after this step's encoding. bound_in, bound_out, bound_clear: (B,)
+        int32 out-of-bound flags read, set and cleared by the step. since_in, since_out: (B,)
+        int64 ``since_sync`` before and after the step. every: the period (0: bound rule only).
+    """
+
+    xheld: Tensor
+    bound_in: Tensor
+    bound_out: Tensor
+    bound_clear: Tensor
+    since_in: Tensor
+    since_out: Tensor
+    every: int
+
+
 def _launch_step(
     k, cfg, packed, precision, *, dx, idx_x, gx, dh, idx_h, n, m, h, c, out, hhat_in, hhat_out,
-    theta_h, dh_next, flags_h, encode_next, ghh=None, flags_in=None, flags_clear=None,
+    theta_h, dh_next, flags_h, encode_next, resync, ghh=None, flags_in=None, flags_clear=None,
 ):  # fmt: skip
     batch, hidden = h.shape
     if cfg.dense_h:
@@ -235,7 +271,9 @@ def _launch_step(
         m, h, h if c is None else c, h if out is None else out,
         hhat_in, hhat_out, theta_h, dh_next, flags_h,
         flags_h if flags_in is None else flags_in, flags_h if flags_clear is None else flags_clear,
-        batch, packed.inputs, hidden, int(encode_next),
+        resync.xheld, packed.m0, resync.bound_in, resync.bound_out, resync.bound_clear,
+        resync.since_in, resync.since_out,
+        batch, packed.inputs, hidden, int(encode_next), resync.every, BOUND=F.MEMORY_BOUND,
         LSTM=packed.gates == 4, X_SPARSE=gx is None, H_SPARSE=not cfg.dense_h,
         COMPACT_H=flags_in is not None, STORE_OUT=out is not None,
         USE_DOT=cfg.use_dot, PRECISION=precision,
@@ -265,10 +303,12 @@ class _SequenceRun:
         count: bool,
         config: StepConfig,
         use_graph: bool,
+        resync_every: int,
     ) -> None:
         dev, f32, i32 = packed.device, torch.float32, torch.int32
         inputs, hidden, gates = packed.inputs, packed.hidden, packed.gates
         self.packed, self.steps, self.x_mode, self.count = packed, steps, x_mode, count
+        self.resync_every = resync_every
         self.config, self.use_graph = config, use_graph
         self.precision = precision(torch.float32, dev)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -302,6 +342,13 @@ class _SequenceRun:
         self.idx_h = zeros(programs if self.compact_h else 1, hidden, dtype=i32)
         self.n = zeros(2, dtype=i32)
         self.out = zeros(steps, batch, hidden)
+        # Re-sync: x̂ after each step (dense input side; the sparse side updates x̂ in place),
+        # out-of-bound flags per row in a ring of three, since_sync in a ring of two.
+        self.xheld = zeros(steps, batch, inputs) if x_mode == "dense" else None
+        self.bound = zeros(3, batch, dtype=i32)
+        self.since0 = zeros(batch, dtype=torch.int64)
+        self.since = zeros(2, batch, dtype=torch.int64)
+        self.since_given: Tensor | None = None
 
     def load(self, x: Tensor, state, theta_x: Tensor, theta_h: Tensor) -> None:
         self.x.copy_(x)
@@ -313,6 +360,9 @@ class _SequenceRun:
         self.m0.copy_(state.m)
         if self.packed.gates == 4:
             self.c0.copy_(state.c)
+        self.since_given = state.since_sync
+        if self.resync_every > 0:
+            self.since0.copy_(state.since_sync.expand(self.since0.shape[0]))
 
     def launch(self) -> None:
         """Every kernel of the sequence, in order (what the graph captures)."""
@@ -324,8 +374,12 @@ class _SequenceRun:
         self.hhat[1].copy_(self.hhat0)
         self.m.copy_(self.m0)
         self.flags.zero_()
+        self.since[0].copy_(self.since0)
+        # The first step's out-of-bound flags come from the memory the run starts with.
+        self.bound.zero_()
+        self.bound[0].copy_(_out_of_bound(self.m))
         if self.gx is not None:
-            launch_scan(k, self.x, self.xhat, self.theta_x, self.dx, None)
+            launch_scan(k, self.x, self.xhat, self.theta_x, self.dx, None, self.xheld)
             dx2 = self.dx.view(-1, packed.inputs)
             gx2 = self.gx.view(-1, packed.gates * packed.hidden)
             torch.matmul(dx2, packed.w_ih_t_f32, out=gx2)
@@ -336,6 +390,12 @@ class _SequenceRun:
         for t in range(steps):
             sparse_x = self.gx is None
             dx = self.dx[t if self.dx.shape[0] > 1 else 0]
+            bound_clear = self.bound[(t + 2) % 3]
+            resync = Resync(
+                self.xhat if sparse_x else self.xheld[t], self.bound[t % 3],
+                self.bound[(t + 1) % 3], bound_clear, self.since[t % 2], self.since[(t + 1) % 2],
+                self.resync_every,
+            )  # fmt: skip
             if self.compact_h:
                 lists = dict(
                     flags_h=flags[(t + 1) % 3], flags_in=flags[t % 3],
@@ -346,7 +406,7 @@ class _SequenceRun:
                 if sparse_x or not cfg.dense_h:  # else there is no list of columns to build
                     _launch_prepare(
                         k, cfg, self.x[t], self.xhat, self.theta_x, dx, self.idx_x, flags[0],
-                        self.idx_h[0], self.n, sparse_x,
+                        self.idx_h[0], self.n, bound_clear, sparse_x,
                     )  # fmt: skip
             _launch_step(
                 k, cfg, packed, self.precision,
@@ -355,7 +415,7 @@ class _SequenceRun:
                 m=self.m, h=self.h, c=self.c if lstm else None, out=self.out[t],
                 hhat_in=self.hhat[t % 2], hhat_out=self.hhat[(t + 1) % 2],
                 theta_h=self.theta_h, dh_next=self.dh[(t + 1) % ring],
-                encode_next=t + 1 < steps, ghh=self.ghh, **lists,
+                encode_next=t + 1 < steps, resync=resync, ghh=self.ghh, **lists,
             )  # fmt: skip
 
     def run(self) -> None:
@@ -375,12 +435,19 @@ class _SequenceRun:
 
         hhat = out_of(self.hhat[(steps - 1) % 2])
         h, xhat, m = out_of(self.h), out_of(self.xhat), out_of(self.m)
+        # With a period the counter is kept per sample; without, returned as given (the spec).
+        since = self.since[steps % 2].clone() if self.resync_every > 0 else self.since_given
         if self.packed.gates == 3:
-            state = DeltaGRUState(h, xhat, hhat, m)
+            state = DeltaGRUState(h, xhat, hhat, m, since)
         else:
-            state = DeltaLSTMState(h, out_of(self.c), xhat, hhat, m)
+            state = DeltaLSTMState(h, out_of(self.c), xhat, hhat, m, since)
         counts = F.count_sends(self.dx, self.dh[:steps]) if self.count else None
         return out_of(self.out, out_dtype), state, counts
+
+
+def _out_of_bound(m: Tensor) -> Tensor:
+    """Per row of a memory (B, 4H): whether an element is not finite or above MEMORY_BOUND."""
+    return (~(m.abs() <= F.MEMORY_BOUND)).any(dim=1)
 
 
 def _check_call(kind: str, x: Tensor, state, packed: TritonPacked) -> None:
@@ -405,6 +472,7 @@ def run_sequence(
     theta_h: Tensor,
     *,
     count: bool = False,
+    resync_every: int = 0,
     x_mode: str = "dense",
     use_graph: bool | None = None,
     config: StepConfig | None = None,
@@ -415,6 +483,8 @@ def run_sequence(
         x: (T, B, I). state: the layer's state before the first step.
         packed: :func:`pack` of the layer's weights. theta_x (I,), theta_h (H,): thresholds.
         count: also return :class:`DeltaCounts`.
+        resync_every: period of the dense memory re-sync (0: only the bound rule), as in
+            :func:`deltarnn.functional.delta_gru`.
         x_mode: ``"dense"``: input deltas of all steps by one scan kernel, then one product over
             time (as the spec computes it); ``"sparse"``: per step, reading only the input
             columns sent.
@@ -428,6 +498,7 @@ def run_sequence(
     _check_call(kind, x, state, packed)
     if x_mode not in X_MODES:
         raise ConfigError(f"x_mode must be one of {X_MODES}; got {x_mode!r}")
+    resync_every = _period(resync_every)
     steps, batch = x.shape[0], x.shape[1]
     if steps == 0:
         empty = x.new_zeros(0, batch, packed.hidden)
@@ -438,7 +509,7 @@ def run_sequence(
     outs, parts = [], []
     with device_guard(x.device):
         for start, length in segments(steps, graph):
-            run = _cached_run(packed, batch, length, x_mode, count, config, graph)
+            run = _cached_run(packed, batch, length, x_mode, count, config, graph, resync_every)
             run.load(x[start : start + length], state, theta_x, theta_h)
             run.run()
             out, state, counts = run.results(state.h.dtype, x.dtype)
@@ -450,12 +521,13 @@ def run_sequence(
     return torch.cat(outs), state, counts
 
 
-def _cached_run(packed, batch, steps, x_mode, count, config, graph) -> _SequenceRun:
-    """The run of this shape from the packed weights' cache (least recently used goes first)."""
-    key = (batch, steps, x_mode, count, config, graph)
+def _cached_run(packed, batch, steps, x_mode, count, config, graph, resync_every) -> _SequenceRun:
+    """The run of this shape from the packed weights' cache (least recently used goes first).
+    The period is part of the key: a captured graph holds it as a kernel argument."""
+    key = (batch, steps, x_mode, count, config, graph, resync_every)
     run = packed.runs.pop(key, None)
     if run is None:
-        run = _SequenceRun(packed, batch, steps, x_mode, count, config, graph)
+        run = _SequenceRun(packed, batch, steps, x_mode, count, config, graph, resync_every)
     packed.runs[key] = run
     while len(packed.runs) > MAX_CACHED_RUNS:
         packed.runs.popitem(last=False)
@@ -463,18 +535,22 @@ def _cached_run(packed, batch, steps, x_mode, count, config, graph) -> _Sequence
 
 
 def gru(x, state, packed, theta_x, theta_h, *, count=False, resync_every=0):
-    """Backend contract: :func:`deltarnn.functional.delta_gru` (no ``h_transform``). This
-    backend accumulates the memories without the re-sync rule (``resync_every`` is not applied),
-    so it differs from the spec once a memory leaves ``MEMORY_BOUND`` or a period elapses."""
+    """Backend contract: :func:`deltarnn.functional.delta_gru` (no ``h_transform``), re-sync
+    rule included."""
     _check_call("gru", x, state, packed)
-    return run_sequence(x, state, packed, theta_x, theta_h, count=count)
+    return run_sequence(x, state, packed, theta_x, theta_h, count=count, resync_every=resync_every)
 
 
 def lstm(x, state, packed, theta_x, theta_h, *, count=False, resync_every=0):
-    """Backend contract: :func:`deltarnn.functional.delta_lstm` (no ``h_transform``; no re-sync,
-    as :func:`gru`)."""
+    """Backend contract: :func:`deltarnn.functional.delta_lstm` (as :func:`gru`)."""
     _check_call("lstm", x, state, packed)
-    return run_sequence(x, state, packed, theta_x, theta_h, count=count)
+    return run_sequence(x, state, packed, theta_x, theta_h, count=count, resync_every=resync_every)
+
+
+def _period(resync_every) -> int:
+    if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
+        raise ConfigError(f"resync_every must be an int >= 0, got {resync_every!r}")
+    return resync_every
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +569,8 @@ class TritonStreamer:
         packed: :func:`pack` of the layer's weights.
         state: the state to start from (e.g. :func:`deltarnn.functional.gru_initial_state`).
         theta_x, theta_h: thresholds, floats or tensors broadcastable to (I,) and (H,).
+        resync_every: period of the dense memory re-sync (0: only the bound rule), as in
+            :func:`deltarnn.functional.delta_gru`.
         use_graph: capture CUDA graphs (default: on CUDA devices).
         config: block sizes (default :func:`step_config`).
         frames: a float32 (B, I) buffer the frames are read from, instead of a buffer of its own
@@ -513,11 +591,13 @@ class TritonStreamer:
         theta_x: Tensor | float,
         theta_h: Tensor | float,
         *,
+        resync_every: int = 0,
         use_graph: bool | None = None,
         config: StepConfig | None = None,
         frames: Tensor | None = None,
     ) -> None:
         dev, f32, i32 = packed.device, torch.float32, torch.int32
+        self.resync_every = _period(resync_every)
         inputs, hidden = packed.inputs, packed.hidden
         check_threshold(theta_x, "theta_x", inputs)
         check_threshold(theta_h, "theta_h", hidden)
@@ -551,6 +631,12 @@ class TritonStreamer:
         self.idx_x, self.idx_h = zeros(max(inputs, 1), dtype=i32), zeros(hidden, dtype=i32)
         self.n = zeros(2, dtype=i32)
         self.ghh = zeros(batch, packed.gates * hidden) if self.config.dense_h else None
+        # Re-sync: out-of-bound flags per row, read from slot p and set in slot 1 - p at parity
+        # p (the prepare kernel clears it first; slot 2 is what the step kernel "clears"), and
+        # since_sync in a ring of two.
+        self.bound = zeros(3, batch, dtype=i32)
+        self.since = zeros(2, batch, dtype=torch.int64)
+        self.since_given: Tensor | None = None
         self.parity = 0
         self.graphs: list[torch.cuda.CUDAGraph] | None = None
         self.reset(state)
@@ -570,6 +656,11 @@ class TritonStreamer:
         if self.packed.gates == 4:
             self.c.copy_(state.c)
         self.flags.zero_()
+        self.bound.zero_()
+        self.bound[0].copy_(_out_of_bound(self.m))
+        self.since_given = state.since_sync.clone()
+        if self.resync_every > 0:
+            self.since[0].copy_(state.since_sync.expand(self.batch))
         with device_guard(self.packed.device):
             _launch_encode(
                 kernels(), self.h, self.hhat[1], self.hhat[0], self.theta_h, self.dh[0], self.flags
@@ -580,14 +671,19 @@ class TritonStreamer:
         k, cfg = kernels(), self.config
         _launch_prepare(
             k, cfg, self.x, self.xhat, self.theta_x, self.dx, self.idx_x, self.flags, self.idx_h,
-            self.n, True,
+            self.n, self.bound[1 - parity], True,
+        )  # fmt: skip
+        resync = Resync(
+            self.xhat, self.bound[parity], self.bound[1 - parity], self.bound[2],
+            self.since[parity], self.since[1 - parity], self.resync_every,
         )  # fmt: skip
         _launch_step(
             k, cfg, self.packed, self.precision,
             dx=self.dx, idx_x=self.idx_x, gx=None, dh=self.dh[parity], idx_h=self.idx_h, n=self.n,
             m=self.m, h=self.h, c=self.c if self.packed.gates == 4 else None, out=None,
             hhat_in=self.hhat[parity], hhat_out=self.hhat[1 - parity], theta_h=self.theta_h,
-            dh_next=self.dh[1 - parity], flags_h=self.flags, encode_next=True, ghh=self.ghh,
+            dh_next=self.dh[1 - parity], flags_h=self.flags, encode_next=True, resync=resync,
+            ghh=self.ghh,
         )  # fmt: skip
 
     def _capture(self, state) -> None:
@@ -617,11 +713,17 @@ class TritonStreamer:
             return t.to(dt, copy=True)
 
         hhat = copy(self.hhat[1 - self.parity])
+        periodic = self.resync_every > 0
+        since = (self.since[self.parity] if periodic else self.since_given).clone()
         if self.packed.gates == 4:
-            return DeltaLSTMState(copy(self.h), copy(self.c), copy(self.xhat), hhat, copy(self.m))
-        return DeltaGRUState(copy(self.h), copy(self.xhat), hhat, copy(self.m))
+            return DeltaLSTMState(
+                copy(self.h), copy(self.c), copy(self.xhat), hhat, copy(self.m), since
+            )
+        return DeltaGRUState(copy(self.h), copy(self.xhat), hhat, copy(self.m), since)
 
 
-# The CUDA kernels of the delta layer operators (torch.ops.deltarnn.*_layer) are these; the
-# operators' module imports this one to get them.
+# The backend's stack streamer (the protocol of deltarnn.ops), built on TritonStreamer above,
+# and the CUDA kernels of the delta layer operators (torch.ops.deltarnn.*_layer), which the
+# operators' module gets by importing this one.
 from . import triton_custom_ops  # noqa: E402, F401
+from .triton_stream import StackStreamer  # noqa: E402, F401

@@ -141,14 +141,16 @@ def precision(dtype: torch.dtype, device: torch.device) -> str:
     return "tf32" if dtype == torch.float32 and tf32 else "ieee"
 
 
-def launch_scan(k: ModuleType, x, xhat, theta, delta, last) -> None:
+def launch_scan(k: ModuleType, x, xhat, theta, delta, last, held=None) -> None:
     """Delta-encode x (T, B, F) against xhat (B, F), xhat updated in place; writes the deltas
-    (T, B, F) and/or ``last`` (T, B, F), the index of the step each entry last sent."""
+    (T, B, F) and/or ``last`` (T, B, F), the index of the step each entry last sent, and/or
+    ``held`` (T, B, F), x̂ after each step."""
     steps, batch, features = x.shape
     n = batch * features
     block = 256
     k.delta_scan_kernel[(triton.cdiv(n, block),)](
         x, xhat, theta, xhat if delta is None else delta, xhat if last is None else last,
-        steps, n, features,
-        STORE_DELTA=delta is not None, STORE_LAST=last is not None, BLOCK=block,
+        xhat if held is None else held, steps, n, features,
+        STORE_DELTA=delta is not None, STORE_LAST=last is not None, STORE_HELD=held is not None,
+        BLOCK=block,
     )  # fmt: skip

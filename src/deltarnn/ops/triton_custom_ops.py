@@ -2,9 +2,10 @@
 ``lstm_layer``, defined in :mod:`deltarnn.ops.custom_ops`): the Triton backend.
 
 Registered when :mod:`deltarnn.ops.triton` is imported (``custom_ops.KERNEL_MODULES`` names it
-for CUDA). float32/float16/bfloat16 with ``resync_every = 0`` run
-:func:`deltarnn.ops.triton.run_sequence` on weights packed once per weight pair (repacked when a
-weight changes); other dtypes (float64) and a re-sync period run the functional spec. Outputs follow the operator's schema and are new tensors, never an input.
+for CUDA). float32/float16/bfloat16 run :func:`deltarnn.ops.triton.run_sequence` (re-sync rule
+included) on weights packed once per layer (repacked when a weight or bias changes); other
+dtypes (float64) run the functional spec. Outputs follow the operator's schema and are new
+tensors, never an input.
 """
 
 from __future__ import annotations
@@ -15,21 +16,19 @@ from torch import Tensor
 from . import custom_ops
 from .triton import WEIGHT_DTYPES, pack, run_sequence
 
-# Packed Triton weights per (weight_ih, weight_hh), invalidated when either changes.
+# Packed Triton weights per layer (weights and biases), invalidated when any of them changes.
 _PACKED = custom_ops._PackedCache()
 
 
 def _layer_kernel(kind: str):
     def kernel(*args) -> tuple[Tensor, ...]:
         call = custom_ops.split_args(kind, args)
-        # run_sequence does not apply the periodic re-sync yet: with a period the spec runs.
-        fast = call.x.dtype in WEIGHT_DTYPES and call.weight_ih.dtype == call.x.dtype
-        if fast and call.resync_every == 0:
+        if call.x.dtype in WEIGHT_DTYPES and call.weight_ih.dtype == call.x.dtype:
+            layer = (call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh)
             with torch.no_grad():
-                packed = _PACKED.get((call.weight_ih, call.weight_hh), pack)
                 out, state, counts = run_sequence(
-                    call.x, call.state, packed, call.theta_x.float(), call.theta_h.float(),
-                    count=call.count,
+                    call.x, call.state, _PACKED.get(layer, pack), call.theta_x.float(),
+                    call.theta_h.float(), count=call.count, resync_every=call.resync_every,
                 )  # fmt: skip
         else:
             out, state, counts = call.spec(kind)

@@ -1,5 +1,6 @@
 """The Triton stack streamer: every layer of a delta GRU/LSTM stack advanced one frame per call,
-on a GPU as **one CUDA-graph replay per frame**.
+on a GPU as **one CUDA-graph replay per frame**. It is the ``triton`` backend's
+``StackStreamer`` (the protocol of :mod:`deltarnn.ops`), exported by :mod:`deltarnn.ops.triton`.
 
 Each layer is a :class:`~deltarnn.ops.triton.TritonStreamer` (its two step kernels, preallocated
 buffers); layer k reads its frames straight from the h buffer of layer k-1, so a frame of the
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendError, ConfigError, DeviceError, DTypeError, ShapeError
-from ..functional import DeltaCounts, DeltaGRUState, DeltaLSTMState
+from ..functional import RESYNC_EVERY, DeltaCounts, DeltaGRUState, DeltaLSTMState
+from .int8 import dequantize_columns, quantize_columns
 from .triton import TritonStreamer, _use_graph, pack
 from .triton_common import capture_graph, device_guard
 
@@ -44,13 +46,12 @@ class StackStreamer:
         state: one :class:`~deltarnn.functional.DeltaGRUState` / ``DeltaLSTMState`` per layer,
             batch B.
         count: keep the last step's send counts (:meth:`counts`).
-        weights: ``"float32"`` (the weights' own dtype: float32, float16 or bfloat16). 8-bit
-            weights are not implemented by this backend (:class:`BackendError`).
-        resync_every: period of the dense memory re-sync. Only 0 (no periodic re-sync, no
-            bound re-sync either) is implemented here so far; any other value raises
-            :class:`BackendError` rather than run without the rule. Until the kernels have it,
-            this class is not the ``triton`` backend's ``StackStreamer`` (automatic selection
-            would hand it the modules' default period).
+        weights: ``"float32"`` (the weights' own dtype: float32, float16 or bfloat16) or
+            ``"int8"``: the weights quantized per column as
+            :func:`deltarnn.ops.int8.quantize_columns` does, run dequantized (the results of
+            8-bit weights; the bytes read per column are those of the float weights).
+        resync_every: period of the dense memory re-sync (0: only the bound rule), as in
+            :func:`deltarnn.functional.delta_gru`.
         use_graph: capture CUDA graphs (default: on CUDA).
 
     Example::
@@ -68,20 +69,13 @@ class StackStreamer:
         *,
         count: bool = False,
         weights: str = "float32",
-        resync_every: int = 0,
+        resync_every: int = RESYNC_EVERY,
         use_graph: bool | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ConfigError(f"kind must be 'GRU' or 'LSTM', got {kind!r}")
-        if weights != "float32":
-            if weights == "int8":
-                raise BackendError("the triton backend has no 8-bit weights; use backend='cpu'")
+        if weights not in ("float32", "int8"):
             raise ConfigError(f"weights must be 'float32' or 'int8', got {weights!r}")
-        if resync_every != 0:
-            raise BackendError(
-                f"the triton stack streamer has no periodic memory re-sync (resync_every must be "
-                f"0, got {resync_every})"
-            )
         if len(layers) == 0:
             raise ShapeError("layers must hold at least one layer")
         self.kind = kind
@@ -93,7 +87,11 @@ class StackStreamer:
         self._streamers: list[TritonStreamer] = []
         with torch.no_grad(), device_guard(self.device):
             for k, (params, s) in enumerate(zip(layers, state, strict=True)):
-                packed = pack(params.weight_ih.detach(), params.weight_hh.detach())
+                w_ih, w_hh = params.weight_ih.detach(), params.weight_hh.detach()
+                if weights == "int8":
+                    w_ih = dequantize_columns(*quantize_columns(w_ih))
+                    w_hh = dequantize_columns(*quantize_columns(w_hh))
+                packed = pack(w_ih, w_hh, params.bias_ih, params.bias_hh)
                 if packed.gates != KINDS[kind]:
                     raise ShapeError(
                         f"layers[{k}] has {packed.gates} gates; {kind} needs {KINDS[kind]}"
@@ -105,8 +103,8 @@ class StackStreamer:
                         f"{below.shape[1]} hidden units"
                     )
                 streamer = TritonStreamer(
-                    packed, s, _plain(params.theta_x), _plain(params.theta_h), use_graph=False,
-                    frames=below,
+                    packed, s, _plain(params.theta_x), _plain(params.theta_h),
+                    resync_every=resync_every, use_graph=False, frames=below,
                 )  # fmt: skip
                 self._streamers.append(streamer)
         self.batch_size = self._streamers[0].batch

@@ -51,7 +51,7 @@ def send_index_ref(x: Tensor, x_hat: Tensor, theta: Tensor) -> Tensor:
     last = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device)
     out = torch.empty(x.shape, dtype=torch.int64, device=x.device)
     for t in range(x.shape[0]):
-        send = (x[t] - x_hat).abs() > theta
+        send = ~((x[t] - x_hat).abs() <= theta)  # the spec's rule: a NaN change is sent
         x_hat = torch.where(send, x[t], x_hat)
         last = torch.where(send, t + 1, last)
         out[t] = last
@@ -76,7 +76,7 @@ def forward_step_ref(
     Returns:
         ``(hhat, send, m, gates, h, c)``: gates is [r|z|n|M_hn] (GRU) or [i|f|g|o] (LSTM).
     """
-    send = (h_prev - hhat_prev).abs() > theta
+    send = ~((h_prev - hhat_prev).abs() <= theta)  # the spec's rule: a NaN change is sent
     hhat = torch.where(send, h_prev, hhat_prev)
     q = (hhat - hhat0) @ weight_hh.t()
     if c_prev is not None:
@@ -343,7 +343,7 @@ class DeltaRecurrence(torch.autograd.Function):
     r"""The recurrent part of a delta GRU/LSTM layer, with a hand-written backward.
 
     .. math::
-        s_t = |h_{t-1} - \hat{h}_{t-1}| > \Theta_h, \quad
+        s_t = \lnot(|h_{t-1} - \hat{h}_{t-1}| \le \Theta_h), \quad
         \hat{h}_t = s_t\, ?\, h_{t-1} : \hat{h}_{t-1}, \quad
         m_t = P_t + W_{hh} (\hat{h}_t - \hat{h}_{-1}) \ (\text{GRU: into } r|z|n_h)
 
@@ -441,7 +441,8 @@ def _send_index(x: Tensor, x_hat: Tensor, theta: Tensor, impl: str) -> Tensor:
 
 
 def _counts(x_hat_seq, x_hat0, hhat_seq, hhat0) -> DeltaCounts:
-    # A sent delta is never 0 (|Δ| > Θ >= 0), so the held values' steps give the masks exactly.
+    # A sent delta is never 0 (|Δ| > Θ >= 0, or NaN), so the held values' steps give the masks
+    # exactly (a held inf or NaN is always sent again: its change is NaN).
     dx = x_hat_seq - torch.cat((x_hat0[None], x_hat_seq[:-1]))
     dh = hhat_seq - torch.cat((hhat0[None], hhat_seq[:-1]))
     return count_sends(dx, dh)
