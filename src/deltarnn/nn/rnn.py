@@ -20,6 +20,7 @@ from ..ops import select_backend
 from . import capture
 from . import numerics as N
 from . import validate as V
+from .call_plan import PlanCache, planned_call
 from .packed import forward_packed
 from .watch import TensorWatch
 
@@ -104,6 +105,8 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         self._h_transform: LayerTransform | None = None
         # Per layer: (backend name, watch of the layer's parameters, packed weights).
         self._packed: dict[int, tuple[str, TensorWatch, object]] = {}
+        # Per batch size: what repeated one-frame calls reuse (see nn/call_plan.py).
+        self._plans = PlanCache()
         factory = {"device": device, "dtype": dtype}
         rows = self.gates * hidden_size
         for k in range(num_layers):
@@ -112,7 +115,10 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             if bias:
                 shapes.update(bias_ih=(rows,), bias_hh=(rows,))
             for name, shape in shapes.items():
-                param = nn.Parameter(torch.empty(shape, **factory))
+                # Normal tensors even inside torch.inference_mode(): inference tensors keep no
+                # version counter, so the caches of packed weights could not notice a write.
+                with torch.inference_mode(False):
+                    param = nn.Parameter(torch.empty(shape, **factory))
                 self.register_parameter(self._param_name(name, k), param)
         self.reset_parameters()
         self.set_thresholds(theta_x, theta_h)
@@ -183,6 +189,9 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             with torch.no_grad():  # learnable thresholds stay parameters
                 current.copy_(tensor.expand_as(current))
         else:
+            if tensor.is_inference():  # a normal tensor, with a version counter (see __init__)
+                with torch.inference_mode(False):
+                    tensor = tensor.clone()
             self.register_buffer(name, tensor)
 
     def set_transforms(
@@ -315,6 +324,9 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             return backend.pack(*(None if w is None else w.to(dtype) for w in weights))
         cached = self._packed.get(k)
         key = (backend.NAME, dtype)
+        if any(w is not None and w.is_inference() for w in weights):
+            # no version counter to notice an in-place write by: packed at every call
+            return backend.pack(*(None if w is None else w.detach().to(dtype) for w in weights))
         if cached is None or cached[0] != key or cached[1].changed():
             # The watch is taken before packing, so a change during packing is seen next call.
             watch = TensorWatch(self._layer_sources(k))
@@ -383,6 +395,9 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         Returns:
             ``(output, state)`` (plus the counts when ``count``); output has the input's layout.
         """
+        planned = self._planned_stream(input, state, count)
+        if planned is not None:
+            return planned
         x, unbatched = V.check_input(input, self.input_size, self._like, self.batch_first)
         if state is None:
             state = self.initial_state(x.shape[1])
@@ -391,6 +406,27 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         out, state, counts = self._run(x, state, count)
         out = self._restore_layout(out, unbatched)
         return (out, state, counts) if count else (out, state)
+
+    def _planned_stream(self, input: Tensor, state: DeltaRNNState | None, count: bool):
+        """:meth:`stream`'s result for one frame (T = 1) of a stream under way by the module's
+        plan (see :mod:`deltarnn.nn.call_plan`), or ``None`` to take the generic path."""
+        if state is None or not isinstance(input, Tensor):
+            return None
+        shape = input.shape
+        if len(shape) == 2:  # unbatched (1, I)
+            batch, frame, out = 1, (1, self.input_size), (1, self.hidden_size)
+        elif len(shape) == 3:
+            batch = shape[0] if self.batch_first else shape[1]
+            frame = (batch, 1, self.input_size) if self.batch_first else (1, batch, self.input_size)
+            out = frame[:2] + (self.hidden_size,)
+        else:
+            return None
+        if batch == 0:
+            return None
+        result = planned_call(self, input, batch, frame, state, count, out)
+        if result is None:
+            return None
+        return result if count else result[:2]
 
     def _restore_layout(self, out: Tensor, unbatched: bool) -> Tensor:
         if unbatched:

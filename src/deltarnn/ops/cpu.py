@@ -30,6 +30,7 @@ numba is an optional dependency: without it this module still imports and
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ from ..functional import (
     lstm_initial_memory,
 )
 from ..functional.checks import check_threshold
+from ..functional.state import _NO_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -269,58 +271,62 @@ def lstm(
 def _layer(
     kind: str, x: Tensor, state, packed: CPUPacked, theta_x, theta_h, count: bool, resync_every
 ):
-    """:func:`gru` or :func:`lstm`: the state is copied, advanced by one compiled call, returned."""
-    resync_every = _check_resync_every(resync_every)
-    run = _Run(x, packed, kind, theta_x, theta_h)
-    arrays = run.state_arrays(state, _STATE_TYPES[kind])
-    since = _since_array(state.since_sync, run.batch)
-    _kernel(kind)(
-        run.x, packed.kernel_weights, run.theta_x, run.theta_h, *_kernel_state(kind, arrays),
-        packed.m0, since, run.out, run.work, run.counts, 1, count, run.fast, resync_every,
-    )  # fmt: skip
-    # With resync_every = 0 since_sync is returned as given, copied: no output may alias an
-    # input (the operators' contract).
-    since_sync = torch.from_numpy(since) if resync_every > 0 else state.since_sync.clone()
-    new_state = _STATE_TYPES[kind](*map(torch.from_numpy, arrays), since_sync)
-    return torch.from_numpy(run.out), new_state, run.result_counts(count)
+    """:func:`gru` or :func:`lstm`: one :class:`LayerCall`, used once."""
+    batch = x.shape[1] if isinstance(x, Tensor) and x.dim() == 3 else 0
+    call = LayerCall(kind, packed, theta_x, theta_h, batch, resync_every)
+    out, new_state, counts = call.run(call.input_array(x), state, count)
+    return torch.from_numpy(out), new_state, counts
 
 
-def _check_resync_every(resync_every) -> int:
-    if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
-        raise ConfigError(f"resync_every must be an int >= 0, got {resync_every!r}")
-    return resync_every
+class LayerCall:
+    """Calls of one layer at one batch size: what does not change from call to call (packed
+    weights, thresholds converted, work buffers) is prepared once.
 
+    :meth:`run` is the contract of :func:`gru` / :func:`lstm`: the state passed in is copied,
+    the copy advanced by one compiled call and returned as a new state; the input state is
+    never modified. Repeated calls (a stream fed one frame at a time) reuse the work buffers,
+    and a state this object returned last is copied in one block, without its checks.
 
-def _since_array(since_sync, batch: int) -> np.ndarray:
-    """A private (B,) int64 copy of a state's ``since_sync`` ((B,) or 0-d)."""
-    if (
-        not isinstance(since_sync, Tensor)
-        or since_sync.dtype != torch.int64
-        or (since_sync.dim() != 0 and tuple(since_sync.shape) != (batch,))
-    ):
-        raise ShapeError(
-            f"state.since_sync must be an int64 tensor of shape ({batch},) or (), got "
-            f"{getattr(since_sync, 'dtype', type(since_sync))} of shape "
-            f"{tuple(getattr(since_sync, 'shape', ()))}"
-        )
-    return since_sync.detach().cpu().expand(batch).numpy().copy()
+    The thresholds are copied at construction: build a new one when they or the weights change.
+    Safe to call from several threads (a call that finds the work buffers busy uses its own).
 
+    Args:
+        kind: ``"GRU"`` or ``"LSTM"``; packed: from :func:`pack` or :func:`pack_int8`.
+        theta_x, theta_h: floats or tensors broadcastable to (I,) and (H,).
+        batch: B. resync_every: as in :func:`gru`.
+    """
 
-def _kernel(kind: str):
-    return _kernels.lstm_sequence if kind == "LSTM" else _kernels.gru_sequence
-
-
-def _kernel_state(kind: str, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """The kernels' state arguments ``(h, c, x_hat, h_hat, m)``; a GRU passes h as the unused c."""
-    return tuple(arrays) if kind == "LSTM" else (arrays[0], *arrays)
-
-
-class _Run:
-    """Checked numpy views of one call's arguments, and its output and work buffers."""
-
-    def __init__(self, x: Tensor, packed: CPUPacked, kind: str, theta_x, theta_h):
+    def __init__(self, kind: str, packed: CPUPacked, theta_x, theta_h, batch: int,
+                 resync_every: int = 0):  # fmt: skip
         _check_ready(packed, kind)
-        np_dtype = packed.np_dtype
+        self.kind, self.packed, self.batch = kind, packed, batch
+        self.state_type = _STATE_TYPES[kind]
+        self.resync_every = _check_resync_every(resync_every)
+        inputs, hidden, dtype = packed.input_size, packed.hidden_size, packed.np_dtype
+        self.theta_x = np.array(_threshold(theta_x, "theta_x", inputs, dtype), copy=True)
+        self.theta_h = np.array(_threshold(theta_h, "theta_h", hidden, dtype), copy=True)
+        self._kernel = _kernel(kind)
+        self._fast = dtype == np.float32
+        # The state's float fields in one block: (its elements, shape) in field order.
+        sizes = {"h": hidden, "c": hidden, "x_hat": inputs, "h_hat": hidden, "m": 4 * hidden}
+        self._slices, offset = [], 0
+        for name in self.state_type._fields[:-1]:  # since_sync is int64, kept apart
+            end = offset + batch * sizes[name]
+            self._slices.append((slice(offset, end), (batch, sizes[name])))
+            offset = end
+        self._block = offset
+        self._shapes = tuple(torch.Size(shape) for _, shape in self._slices)
+        self._unused_since = np.zeros(batch, np.int64)  # the kernels' since without re-sync period
+        self._no_counts = _counts(0, batch, dtype)
+        self._lock = threading.Lock()
+        self._work: tuple[int, tuple] | None = None  # (steps, buffers) kept for the next call
+        self._stamp = 1  # numbers the steps for the batch-union counts; grows across calls
+        # (state, its block, its tensors' data pointers): the state returned last.
+        self._last: tuple = (None, None, None)
+
+    def input_array(self, x: Tensor) -> np.ndarray:
+        """x (T, B, I) checked, as an array the kernels take."""
+        packed = self.packed
         if not isinstance(x, Tensor) or x.dim() != 3:
             raise ShapeError(
                 f"input must be a 3-D tensor (T, B, I), got {getattr(x, 'shape', type(x))}"
@@ -334,23 +340,101 @@ class _Run:
             raise DTypeError(f"input dtype {x.dtype} differs from the weights' {packed.dtype}")
         if x.device.type != "cpu":
             raise DeviceError(f"input must be on the CPU for the cpu backend, got {x.device}")
-        steps, batch, inputs = x.shape
-        hidden = packed.hidden_size
-        self.packed, self.batch = packed, batch
-        self.x = x.detach().contiguous().numpy()
-        self.theta_x = _threshold(theta_x, "theta_x", inputs, np_dtype)
-        self.theta_h = _threshold(theta_h, "theta_h", hidden, np_dtype)
-        self.fast = np_dtype == np.float32
-        self.out = np.empty((steps, batch, hidden), dtype=np_dtype)
-        self.work = _work(_chunk_steps(steps, batch, packed), batch, packed)
-        self.counts = _counts(steps, batch, np_dtype)
+        if x.shape[1] != self.batch:
+            raise ShapeError(f"input must have batch {self.batch}, got shape {tuple(x.shape)}")
+        return x.detach().contiguous().numpy()
 
-    def state_arrays(self, state, state_type) -> list[np.ndarray]:
-        """Private, writable, C-contiguous copies of the state's tensors (checked)."""
-        return _state_arrays(state, state_type, self.packed, self.batch)
+    def run(
+        self,
+        x: np.ndarray,
+        state,
+        count: bool = False,
+        out: np.ndarray | None = None,
+        kept: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, DeltaGRUState | DeltaLSTMState, DeltaCounts | None]:
+        """Advance a copy of ``state`` over x (T, B, I), a C-contiguous array of the weights'
+        dtype (see :meth:`input_array`).
 
-    def result_counts(self, count: bool) -> DeltaCounts | None:
-        return DeltaCounts(*map(torch.from_numpy, self.counts)) if count else None
+        Args:
+            out: (T, B, H) array to write the outputs into; a new one when ``None``.
+            kept: :meth:`kept_block` of ``state``, when the caller asked already.
+
+        Returns:
+            ``(output (T, B, H) array, new state, DeltaCounts or None)``.
+        """
+        steps = x.shape[0]
+        kept = self.kept_block(state) if kept is None else kept
+        block = self._checked_copy(state) if kept is None else kept.copy()
+        arrays = [block[part].reshape(shape) for part, shape in self._slices]
+        since, since_sync = self._since(state.since_sync)
+        if out is None:
+            out = np.empty((steps, self.batch, self.packed.hidden_size), self.packed.np_dtype)
+        counts = _counts(steps, self.batch, self.packed.np_dtype) if count else self._no_counts
+        packed = self.packed
+        state_args = _kernel_state(self.kind, arrays)
+        if self._lock.acquire(blocking=False):
+            try:
+                work, stamp = self._work_for(steps)
+                self._kernel(
+                    x, packed.kernel_weights, self.theta_x, self.theta_h, *state_args, packed.m0,
+                    since, out, work, counts, stamp, count, self._fast, self.resync_every,
+                )  # fmt: skip
+            finally:
+                self._lock.release()
+        else:  # another thread is in a call: this one brings its own buffers
+            self._kernel(
+                x, packed.kernel_weights, self.theta_x, self.theta_h, *state_args, packed.m0,
+                since, out, _work(_chunk_steps(steps, self.batch, packed), self.batch, packed),
+                counts, 1, count, self._fast, self.resync_every,
+            )  # fmt: skip
+        tensors = list(map(torch.from_numpy, arrays))
+        new_state = self.state_type(*tensors, since_sync)
+        self._last = (new_state, block, tuple(map(Tensor.data_ptr, tensors)))
+        result_counts = DeltaCounts(*map(torch.from_numpy, counts)) if count else None
+        return out, new_state, result_counts
+
+    def kept_block(self, state) -> np.ndarray | None:
+        """The block holding ``state``'s values, if it is the state this object returned last,
+        untouched since (the same tensors, at the same memory, of the same shapes; their values
+        may have been written); else ``None``."""
+        last = self._last  # one read: another thread may replace it meanwhile
+        if state is not last[0]:
+            return None
+        fields = state[:-1]
+        if (
+            tuple(map(Tensor.data_ptr, fields)) == last[2]
+            and tuple(t.shape for t in fields) == self._shapes
+        ):
+            return last[1]
+        return None
+
+    def _checked_copy(self, state) -> np.ndarray:
+        """A new block holding the float fields of ``state``, checked."""
+        block = np.empty(self._block, self.packed.np_dtype)
+        arrays = _state_arrays(state, self.state_type, self.packed, self.batch)
+        for (part, _), array in zip(self._slices, arrays, strict=True):
+            block[part] = array.reshape(-1)
+        return block
+
+    def _since(self, since_sync) -> tuple[np.ndarray, Tensor]:
+        """The kernels' since array and the ``since_sync`` of the new state."""
+        if self.resync_every > 0:
+            since = _since_array(since_sync, self.batch)
+            return since, torch.from_numpy(since)
+        if since_sync is _NO_STEPS:  # the shared default, returned as given (it is never written)
+            return self._unused_since, since_sync
+        _since_array(since_sync, self.batch)  # checked
+        # returned as given, copied: no output may alias an input (the operators' contract)
+        return self._unused_since, since_sync.clone()
+
+    def _work_for(self, steps: int) -> tuple[tuple, int]:
+        """The kept work buffers (for ``steps`` steps) and this call's first step stamp."""
+        if self._work is None or self._work[0] != steps:
+            chunk = _chunk_steps(steps, self.batch, self.packed)
+            self._work = (steps, _work(chunk, self.batch, self.packed))
+        stamp = self._stamp
+        self._stamp += max(steps, 1)
+        return self._work[1], stamp
 
 
 class CPUStreamer:
@@ -490,6 +574,36 @@ class CPUStreamer:
         if not self._count:
             raise BackendError("last_counts needs CPUStreamer(..., count=True)")
         return DeltaCounts(*(torch.from_numpy(a.copy()) for a in self._counts))
+
+
+def _check_resync_every(resync_every) -> int:
+    if isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 0:
+        raise ConfigError(f"resync_every must be an int >= 0, got {resync_every!r}")
+    return resync_every
+
+
+def _since_array(since_sync, batch: int) -> np.ndarray:
+    """A private (B,) int64 copy of a state's ``since_sync`` ((B,) or 0-d)."""
+    if (
+        not isinstance(since_sync, Tensor)
+        or since_sync.dtype != torch.int64
+        or (since_sync.dim() != 0 and tuple(since_sync.shape) != (batch,))
+    ):
+        raise ShapeError(
+            f"state.since_sync must be an int64 tensor of shape ({batch},) or (), got "
+            f"{getattr(since_sync, 'dtype', type(since_sync))} of shape "
+            f"{tuple(getattr(since_sync, 'shape', ()))}"
+        )
+    return since_sync.detach().cpu().expand(batch).numpy().copy()
+
+
+def _kernel(kind: str):
+    return _kernels.lstm_sequence if kind == "LSTM" else _kernels.gru_sequence
+
+
+def _kernel_state(kind: str, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The kernels' state arguments ``(h, c, x_hat, h_hat, m)``; a GRU passes h as the unused c."""
+    return tuple(arrays) if kind == "LSTM" else (arrays[0], *arrays)
 
 
 def _check_ready(packed: CPUPacked, kind: str) -> None:
