@@ -2,11 +2,12 @@
 
 The compiled module (inductor, ``fullgraph=True``) records one ``deltarnn::gru_layer`` operator
 per layer (README, "Export and compile"). Cases: a 2-layer GRU (I = 40, H = 128, Θ = 0.1) over a
-sequence of T = 100 frames and over T = 1 (one call per frame), a ``DeltaGRUCell`` call, and
-the cell's operator called alone (no module code: what torch.compile itself adds per call). The
-input is a random walk on the grid k/4 in which 20 % of the features move per frame. Every
-compiled output is checked equal to eager first; times are medians of interleaved repeats
-(``deltarnn.bench.harness.time_interleaved``, thread CPU time).
+sequence of T = 100 frames (``forward``), the same GRU streamed one frame per call
+(``stream(frame, state)``, the state carried), a ``DeltaGRUCell`` called per frame (state
+carried), and the cell's operator called alone (no module code: what torch.compile itself adds
+per call). The input is a random walk on the grid k/4 in which 20 % of the features move per
+frame. Every compiled output is checked equal to eager first; times are medians of interleaved
+repeats (``deltarnn.bench.harness.time_interleaved``, thread CPU time).
 
     python benchmarks/compile_vs_eager.py --repeats 21
 """
@@ -25,21 +26,41 @@ from deltarnn.bench.harness import clock, time_interleaved
 from deltarnn.ops import custom_ops
 
 
+class Carried:
+    """Calls ``step(frame, state) -> (output, state)`` frame after frame, carrying the state."""
+
+    def __init__(self, step, frames, state):
+        self.step, self.frames, self.state, self.t = step, frames, state, 0
+
+    def __call__(self):
+        self.t = (self.t + 1) % len(self.frames)
+        out, self.state = self.step(self.frames[self.t], self.state)
+        return out
+
+
 def cases():
+    """(name, eager callable, compiled callable) per case; each call advances one frame (or
+    runs the whole sequence, for the first case)."""
     torch.manual_seed(0)
     gru = deltarnn.DeltaGRU(40, 128, num_layers=2, theta_x=0.1, theta_h=0.1).eval()
     cell = deltarnn.DeltaGRUCell(40, 128, theta_x=0.1, theta_h=0.1).eval()
     x = controlled_sequence(100, 1, 40, 0.2, seed=0)
-    state = cell.initial_state(1)[0]
-    yield "DeltaGRU 2x128, T=100", gru, (x,), 100
-    yield "DeltaGRU 2x128, T=1", gru, (x[:1],), 1
-    yield "DeltaGRUCell 128, one call", cell, (x[0], state), 1
-    weights, (theta_x, theta_h) = cell.layer_weights(0)[:2], cell.thresholds(0)
+    weights = custom_ops.pack(*cell.layer_weights(0))
+    theta_x, theta_h = cell.thresholds(0)
 
     def operator(frame, state):
         return custom_ops.gru(frame.unsqueeze(0), state, weights, theta_x, theta_h)[:2]
 
-    yield "its operator alone, one call", operator, (x[0], state), 1
+    compiled_gru = torch.compile(gru, fullgraph=True)
+    yield "DeltaGRU 2x128, T=100 (per frame)", lambda: gru(x), lambda: compiled_gru(x), 100
+    frames = list(x.split(1))
+    for name, module, inputs, state in (
+        ("DeltaGRU 2x128 stream, T=1", gru.stream, frames, gru.initial_state(1)),
+        ("DeltaGRUCell 128, per frame", cell, list(x), cell.initial_state(1)[0]),
+        ("its operator alone, per frame", operator, list(x), cell.initial_state(1)[0]),
+    ):
+        compiled = torch.compile(module, fullgraph=True)
+        yield name, Carried(module, inputs, state), Carried(compiled, inputs, state), 1
 
 
 def main(argv=None) -> int:
@@ -50,16 +71,16 @@ def main(argv=None) -> int:
     print("| case | eager µs/frame | compiled µs/frame | compiled / eager |")
     print("|---|---:|---:|---:|")
     with threads(1), torch.no_grad():
-        for name, module, inputs, frames in cases():
-            compiled = torch.compile(module, fullgraph=True)
+        for name, eager, compiled, frames in cases():
             leaves = torch.utils._pytree.tree_leaves
-            for a, b in zip(leaves(compiled(*inputs)), leaves(module(*inputs)), strict=True):
-                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)  # equal before timed
+            for _ in range(3):  # equal before timed, over a few frames of the stream
+                for a, b in zip(leaves(compiled()), leaves(eager()), strict=True):
+                    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
-            def many(fn, inputs=inputs):
-                return lambda: [fn(*inputs) for _ in range(args.calls)]
+            def many(fn):
+                return lambda: [fn() for _ in range(args.calls)]
 
-            timers = {"eager": many(module), "compiled": many(compiled)}
+            timers = {"eager": many(eager), "compiled": many(compiled)}
             times = time_interleaved(timers, args.repeats, 2, clock(1))
             per_frame = {
                 k: statistics.median(v) / (args.calls * frames) * 1e6 for k, v in times.items()

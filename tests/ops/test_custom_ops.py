@@ -152,6 +152,20 @@ def test_packed_weights_follow_in_place_updates_and_replacements():
     torch.testing.assert_close(doubled, want, atol=1e-5, rtol=0)
 
 
+def test_repeated_calls_follow_threshold_values_and_batch():
+    # The cpu kernel keeps one prepared layer per packed weights and batch; thresholds are
+    # compared by value at every call, so new values (same tensor, written in place) are used.
+    x, state, weights, tx, th = make_case("LSTM", 3, 2, 4, 5)
+    for theta in (3 / 16, 3 / 16, 5 / 16, 1 / 16):
+        tx.fill_(theta)
+        th.fill_(theta / 4)
+        got = run_op("LSTM", x, state, weights, tx, th, True)
+        assert_same(got, spec("LSTM", x, state, weights, tx, th, True), torch.float32)
+    x1, state1, *_ = make_case("LSTM", 2, 1, 4, 5, seed=1)  # another batch, same weights
+    got = run_op("LSTM", x1, state1, weights, tx, th, False)
+    assert_same(got, spec("LSTM", x1, state1, weights, tx, th, False), torch.float32)
+
+
 def test_inference_tensors_are_packed_at_every_call():
     with torch.inference_mode():
         x, state, weights, tx, th = make_case("LSTM", 3, 2, 4, 5)

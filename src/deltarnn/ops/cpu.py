@@ -324,6 +324,11 @@ class LayerCall:
         # (state, its block, its tensors' data pointers): the state returned last.
         self._last: tuple = (None, None, None)
 
+    def takes(self, theta_x, theta_h) -> bool:
+        """Whether ``theta_x`` and ``theta_h`` equal the thresholds this object holds (tensors
+        of the weights' dtype and its shapes, on the CPU, compared by value)."""
+        return _same_values(self.theta_x, theta_x) and _same_values(self.theta_h, theta_h)
+
     def input_array(self, x: Tensor) -> np.ndarray:
         """x (T, B, I) checked, as an array the kernels take."""
         packed = self.packed
@@ -616,6 +621,17 @@ def _check_ready(packed: CPUPacked, kind: str) -> None:
             f"packed weights have {packed.gates} gates; a {kind} needs {GATES[kind]} "
             f"(weight_ih must be ({GATES[kind]}*H, I))"
         )
+
+
+def _same_values(held: np.ndarray, theta) -> bool:
+    """Whether the tensor ``theta`` holds the values of ``held`` (same shape and dtype)."""
+    return (
+        isinstance(theta, Tensor)
+        and theta.dtype == _TORCH[held.dtype]
+        and theta.device.type == "cpu"
+        and theta.shape == held.shape
+        and bool(np.array_equal(held, theta.detach().numpy()))
+    )
 
 
 def _threshold(theta, name: str, size: int, dtype) -> np.ndarray:

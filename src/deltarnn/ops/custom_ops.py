@@ -214,13 +214,10 @@ def _cpu_kernel(kind: str):
         call = split_args(kind, args)
         if not cpu.is_available() or not cpu.supports(call.x.device, call.x.dtype, False):
             return _spec_kernel(kind, args)
-        run = cpu.gru if kind == "GRU" else cpu.lstm
         weights = (call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh)
-        out, state, counts = run(
-            call.x, call.state, _PACKED.get(weights, cpu.pack), call.theta_x, call.theta_h,
-            count=call.count, resync_every=call.resync_every,
-        )  # fmt: skip
-        return results(call, out, state, counts)
+        layer = _CALLS.get(cpu, kind, _PACKED.get(weights, cpu.pack), call)
+        out, state, counts = layer.run(layer.input_array(call.x), call.state, call.count)
+        return results(call, torch.from_numpy(out), state, counts)
 
     return kernel
 
@@ -298,6 +295,42 @@ class _PackedCache:
 
 
 _PACKED = _PackedCache()
+
+
+class _LayerCalls:
+    """The cpu backend's ``LayerCall`` per packed weights, kind, batch and re-sync period, so
+    that repeated calls (a compiled or exported step run frame after frame) reuse its converted
+    thresholds and buffers. An entry serves a call only if the call's thresholds equal its own
+    (compared by value: in a captured graph they are new views at every call)."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, cpu, kind: str, packed, call: LayerCall):
+        batch = call.x.shape[1] if call.x.dim() == 3 else 0
+        # The entry holds ``packed``, so its id cannot be reused by another object meanwhile.
+        key = (id(packed), kind, batch, call.resync_every)
+        layer = self._entries.get(key)
+        if (
+            layer is None
+            or layer.packed is not packed
+            or not layer.takes(call.theta_x, call.theta_h)
+        ):
+            layer = cpu.LayerCall(
+                kind, packed, call.theta_x, call.theta_h, batch, call.resync_every
+            )
+            self._entries[key] = layer
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
+        return layer
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_CALLS = _LayerCalls()
 
 
 # -- registration ----------------------------------------------------------------------------
