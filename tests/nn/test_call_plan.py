@@ -277,3 +277,28 @@ def test_modules_run_under_no_grad_and_inference_mode(built, ran, module, backen
         want, _, _ = spec_step(model, xs[:1], got_state)
         torch.testing.assert_close(got[0], want[0] if module.endswith("Cell") else want)
     assert model.last_backend == backend
+
+
+def test_copies_and_conversions_of_a_streaming_module():
+    # A copy or pickle starts without plans (they hold a lock and the original's arrays); a
+    # conversion to float64 re-points every parameter, so the next call builds a new plan.
+    import copy
+    import io
+
+    model = make("GRU", 2, torch.float32)
+    xs = frames(3, 1, 5, torch.float32)
+    with torch.no_grad():
+        _, state = model.stream(xs[0:1], model.initial_state(1))
+        twin = copy.deepcopy(model)
+        torch.save(model, io.BytesIO())
+        assert len(twin._plans) == 0 and len(model._plans) == 1
+        out, _ = model.stream(xs[1:2], state)
+        assert torch.equal(twin.stream(xs[1:2], state)[0], out)
+        model.double()
+        wide = tuple(
+            type(s)(*(f.double() if f.is_floating_point() else f for f in s)) for s in state
+        )
+        got, _ = model.stream(xs[1:2].double(), wide)
+        want, _, _ = spec_step(model, xs[1:2].double(), wide)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got.float(), out, atol=1e-5, rtol=1e-5)
