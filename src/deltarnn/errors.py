@@ -31,6 +31,11 @@ class BackendError(DeltaRNNError, RuntimeError):
     """The requested backend is unknown, unavailable, or cannot run this call."""
 
 
+class StaleError(DeltaRNNError, RuntimeError):
+    """A copy of a module's tensors (a streamer's weights and thresholds) no longer matches the
+    module: a parameter or threshold was replaced or modified after the copy was made."""
+
+
 class RunFolderError(DeltaRNNError, RuntimeError):
     """A run folder or checkpoint is incomplete, corrupt, or belongs to another config."""
 

@@ -4,6 +4,7 @@ from ..functional import DeltaGRUState, DeltaLSTMState
 from .cells import DeltaGRUCell, DeltaLSTMCell
 from .convert import convert, from_torch, revert, to_torch
 from .rnn import DeltaGRU, DeltaLSTM, DeltaRNNState
+from .streamer import Streamer
 
 __all__ = [
     "DeltaGRU",
@@ -13,6 +14,7 @@ __all__ = [
     "DeltaLSTMCell",
     "DeltaLSTMState",
     "DeltaRNNState",
+    "Streamer",
     "convert",
     "from_torch",
     "revert",

@@ -48,6 +48,8 @@ class _CellMixin:
     def _param_name(name: str, k: int) -> str:
         return name
 
+    _is_cell = True  # module.streamer(): one layer state in and out, (I,) frames taken
+
     # A cell has one layer: its thresholds are tensors, not one-element tuples.
     theta_x = ThresholdAttribute("x", single=True)
     theta_h = ThresholdAttribute("h", single=True)

@@ -22,6 +22,7 @@ from . import numerics as N
 from . import validate as V
 from .call_plan import PlanCache, planned_call
 from .packed import forward_packed
+from .streamer import Streamer
 from .watch import TensorWatch
 
 log = logging.getLogger(__name__)
@@ -427,6 +428,26 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         if result is None:
             return None
         return result if count else result[:2]
+
+    def streamer(
+        self,
+        batch_size: int = 1,
+        state: DeltaRNNState | None = None,
+        *,
+        weights: str = "float32",
+        count: bool = False,
+        backend: str = "auto",
+        resync_every: int = F.RESYNC_EVERY,
+    ) -> Streamer:
+        """A :class:`~deltarnn.Streamer` of every layer, one frame (B, I) per ``step``, for live
+        input: on the CPU one compiled call per frame. See :class:`~deltarnn.Streamer` for the
+        arguments; ``state`` is a per-layer tuple as :meth:`stream` takes and returns."""
+        return Streamer(
+            self, batch_size, state, weights=weights, count=count, backend=backend,
+            resync_every=resync_every, cell=self._is_cell,
+        )  # fmt: skip
+
+    _is_cell = False  # cells take and return one layer's state
 
     def _restore_layout(self, out: Tensor, unbatched: bool) -> Tensor:
         if unbatched:

@@ -18,7 +18,7 @@ in-place writes made inside inference mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter, getitem, is_
+from operator import attrgetter, eq, getitem, is_
 
 from torch import Tensor
 
@@ -44,12 +44,13 @@ class TensorWatch:
     def changed(self) -> bool:
         """Whether a source tensor was replaced, re-pointed or written in place (cheap: no data
         is read)."""
+        # Built of map() and all() without intermediate tuples: a streamer calls this at every
+        # frame, and it must neither allocate per call nor cost more than a few hundred ns.
         try:
-            current = tuple(map(getitem, self._maps, self._names))
             return not (
-                all(map(is_, current, self.tensors))
-                and tuple(map(Tensor.data_ptr, current)) == self._pointers
-                and tuple(map(_VERSION, self._versioned)) == self._versions
+                all(map(is_, map(getitem, self._maps, self._names), self.tensors))
+                and all(map(eq, map(Tensor.data_ptr, self.tensors), self._pointers))
+                and all(map(eq, map(_VERSION, self._versioned), self._versions))
             )
         except (KeyError, TypeError):  # a source was deleted or set to None
             return True

@@ -462,3 +462,135 @@ def lstm_sequence(
         x, weights, theta_x, theta_h, h, c, x_hat, h_hat, m, m0, since, out, work, counts, stamp,
         count, fast, resync_every, True,
     )  # fmt: skip
+
+
+# -- the stack streamer: every layer of a stack, one frame, one call ----------------------------
+#
+# The stack streamer (``cpu_stream.StackStreamer``) keeps every array of every layer in three
+# flat buffers: ``fbuf`` (the compute dtype: state, thresholds, scales, outputs, work), ``ibuf``
+# (int64: step counters, sent-column lists, counts) and ``wbuf`` (the packed weights, float or
+# int8). Row k of ``layout`` (L, LAYOUT_FIELDS) int64 gives layer k's sizes and where each of its
+# arrays starts (an (B, n) array is stored row after row). Numba's dispatcher unboxes every
+# array argument of every call (about 50 ns each), and so would building the dozens of 2-D and
+# 3-D views the sequence kernel takes: a frame of one layer is a few microseconds of that for
+# well under one of work at low occupancy. So the step passes a handful of buffers and works on
+# 1-D slices of them (a few ns each).
+(
+    L_INPUTS, L_HIDDEN,
+    F_H, F_C, F_XHAT, F_HHAT, F_M, F_M0, F_THETA_X, F_THETA_H, F_SX, F_SH, F_OUT, F_VAL,
+    F_ABS_X, F_ABS_H,
+    I_SINCE, I_IDX, I_SEEN_X, I_SEEN_H, I_MASK, I_NX, I_NH, I_UX, I_UH,
+    W_X, W_H,
+    LAYOUT_FIELDS,
+) = range(28)  # fmt: skip
+
+
+@njit(**_INLINE)
+def _row(buf, start, b, n):
+    """Row b of the (B, n) array stored at ``start``."""
+    return buf[start + b * n : start + (b + 1) * n]
+
+
+@njit(**_INLINE)
+def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, bound, lstm):
+    """One delta layer over one frame of every sample: x (B*I,) in, y (B*H,) out, the state in
+    the flat buffers advanced in place.
+
+    The steps of :func:`_sequence` at T = 1, from the same pieces: encode x against x̂ and
+    h_{t-1} against ĥ; then either the re-sync (the rule of :mod:`deltarnn.functional.state`,
+    on the memory before the step) or the sent input and hidden columns added to the memory;
+    then the gates. With one step there is nothing to batch across steps, so the input columns
+    are always added straight into the memory (the sequence kernel's ``direct`` path).
+    """
+    inputs, hidden = row[L_INPUTS], row[L_HIDDEN]
+    batch = x.shape[0] // inputs
+    rows = (4 if lstm else 3) * hidden
+    widest = max(inputs, hidden)
+    wx = wbuf[row[W_X] : row[W_X] + inputs * rows].reshape((inputs, rows))
+    wh = wbuf[row[W_H] : row[W_H] + hidden * rows].reshape((hidden, rows))
+    sx, sh = _row(fbuf, row[F_SX], 0, inputs), _row(fbuf, row[F_SH], 0, hidden)
+    theta_x, theta_h = _row(fbuf, row[F_THETA_X], 0, inputs), _row(fbuf, row[F_THETA_H], 0, hidden)
+    m0 = _row(fbuf, row[F_M0], 0, 4 * hidden)
+    idx, val = _row(ibuf, row[I_IDX], 0, widest), _row(fbuf, row[F_VAL], 0, widest)
+    mask = _row(ibuf, row[I_MASK], 0, (widest + 7) // 8).view(np.uint8)
+    seen_x, seen_h = _row(ibuf, row[I_SEEN_X], 0, inputs), _row(ibuf, row[I_SEEN_H], 0, hidden)
+    # as in _sequence: the GRU's hidden columns skip M_xn
+    split_h = rows if lstm else 2 * hidden
+    shift_h = 0 if lstm else hidden
+    periodic = resync_every > 0
+    if count:
+        ibuf[row[I_UX]] = 0
+        ibuf[row[I_UH]] = 0
+    for b in range(batch):
+        x_hat = _row(fbuf, row[F_XHAT], b, inputs)
+        h = _row(fbuf, row[F_H], b, hidden)
+        h_hat = _row(fbuf, row[F_HHAT], b, hidden)
+        m = _row(fbuf, row[F_M], b, 4 * hidden)
+        resync = not _bounded(m, bound)
+        age = ibuf[row[I_SINCE] + b] + 1
+        if periodic and age >= resync_every:
+            resync = True
+        n_x = _encode(_row(x, 0, b, inputs), x_hat, theta_x, idx, val, mask)
+        if count:
+            ibuf[row[I_NX] + b] = n_x
+            fbuf[row[F_ABS_X] + b] = _abs_sum(val, n_x)
+            ibuf[row[I_UX]] += _count_union(idx, n_x, seen_x, stamp)
+        if not resync:
+            _accumulate(wx, sx, idx, val, n_x, m, rows, 0)
+        n_h = _encode(h, h_hat, theta_h, idx, val, mask)
+        if count:
+            ibuf[row[I_NH] + b] = n_h
+            fbuf[row[F_ABS_H] + b] = _abs_sum(val, n_h)
+            ibuf[row[I_UH]] += _count_union(idx, n_h, seen_h, stamp)
+        if resync:
+            age = 0
+            for k in range(m.shape[0]):
+                m[k] = m0[k]
+            n_d = _nonzero(x_hat, idx, val)
+            _accumulate(wx, sx, idx, val, n_d, m, rows, 0)
+            n_d = _nonzero(h_hat, idx, val)
+            _accumulate(wh, sh, idx, val, n_d, m, split_h, shift_h)
+        else:
+            _accumulate(wh, sh, idx, val, n_h, m, split_h, shift_h)
+        if periodic:
+            ibuf[row[I_SINCE] + b] = age
+        out = _row(y, 0, b, hidden)
+        if lstm:
+            _lstm_gates(m, h, _row(fbuf, row[F_C], b, hidden), out, hidden, fast)
+        else:
+            _gru_gates(m, h, out, hidden, fast)
+
+
+@njit(**_INLINE)
+def _stack_step(
+    frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound, lstm
+):
+    """Every layer of a stack over one frame (B, I), layer k reading layer k-1's output; the
+    last layer writes ``out`` (B, H). ``stamp`` numbers the frame for the batch-union counts
+    (``seen_*`` must hold no value at or above it)."""
+    layers = layout.shape[0]
+    x = frame.reshape(frame.size)
+    for k in range(layers):
+        row = layout[k]
+        if k == layers - 1:
+            y = out.reshape(out.size)
+        else:
+            y = _row(fbuf, row[F_OUT], 0, x.shape[0] // row[L_INPUTS] * row[L_HIDDEN])
+        _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, bound, lstm)
+        x = y
+
+
+@njit(**_JIT)
+def gru_stack_step(frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound):
+    """A stack of delta GRU layers over one frame: :func:`_stack_step`."""
+    _stack_step(
+        frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound, False
+    )  # fmt: skip
+
+
+@njit(**_JIT)
+def lstm_stack_step(frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound):
+    """A stack of delta LSTM layers over one frame: :func:`_stack_step`."""
+    _stack_step(
+        frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound, True
+    )  # fmt: skip

@@ -720,3 +720,7 @@ def _state_arrays(state, state_type, packed: CPUPacked, batch: int) -> list[np.n
             raise DeviceError(f"state.{field} must be on the CPU, got {t.device}")
         arrays.append(np.array(t.detach().numpy(), dtype=packed.np_dtype, order="C", copy=True))
     return arrays
+
+
+# The backend's stack streamer (it imports this module, so it comes last).
+from .cpu_stream import StackStreamer as StackStreamer  # noqa: E402

@@ -1,0 +1,188 @@
+"""A module's whole layer stack run one frame per call: :class:`Streamer`.
+
+Shape legend: B batch, I ``input_size``, H ``hidden_size``, L ``num_layers``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DTypeError, ShapeError, StaleError
+from ..functional import RESYNC_EVERY, DeltaCounts
+from ..ops import LayerParams, select_streamer_backend
+from . import numerics as N
+from . import validate as V
+from .watch import TensorWatch
+
+
+class Streamer:
+    """Every layer of a :class:`~deltarnn.DeltaGRU` / :class:`~deltarnn.DeltaLSTM` (or a cell)
+    advanced one frame per :meth:`step`, for a live signal: built by ``module.streamer()``.
+
+    One step equals ``module.stream(frame[None], state)`` (T = 1) with the state carried, to
+    float rounding. The weights and thresholds are read once, when the streamer is built (the
+    backend keeps its own packed copy); if a parameter or threshold of the module is replaced or
+    modified afterwards (or transforms are installed), :meth:`step` raises
+    :class:`StaleError` instead of running on the old copy: build a new streamer.
+
+    On the CPU (float32/float64, numba installed) the whole stack is one compiled call per frame
+    with no allocation but the returned tensor (:mod:`deltarnn.ops.cpu_stream`); elsewhere the
+    backend that ``select_streamer_backend`` picks, at worst the reference (the spec).
+
+    Args:
+        module: the delta module (eval mode when it has dropout between layers).
+        batch_size: B, the number of streams advanced together.
+        state: the state to start from (a module's per-layer tuple, or a cell's layer state);
+            ``None`` starts a fresh stream.
+        weights: ``"float32"`` (the parameters' dtype) or ``"int8"`` (8-bit weights, one scale
+            per column, as :func:`deltarnn.ops.cpu.pack_int8`).
+        count: keep each step's send counts (:meth:`counts`).
+        backend: ``"auto"`` or a backend name (see :mod:`deltarnn.ops`).
+        resync_every: period of the dense memory re-sync, steps (0: only the bound rule; see
+            :mod:`deltarnn.functional.state`).
+        cell: the module is a cell: ``state`` and :meth:`state` are one layer state,
+            :meth:`counts` one ``DeltaCounts``, and a frame may be unbatched (I,) when B = 1.
+
+    Example::
+
+        streamer = gru.streamer()
+        for frame in microphone:      # frame: (1, I)
+            h = streamer.step(frame)  # (1, H), the last layer's h
+    """
+
+    def __init__(
+        self,
+        module,
+        batch_size: int = 1,
+        state=None,
+        *,
+        weights: str = "float32",
+        count: bool = False,
+        backend: str = "auto",
+        resync_every: int = RESYNC_EVERY,
+        cell: bool = False,
+    ) -> None:
+        V.check_positive_int(batch_size, "batch_size")
+        V.check_backend(backend)
+        if module.transforms != (None, None):
+            raise ConfigError(
+                "a streamer runs the layers without training transforms; remove them with "
+                "module.set_transforms() (or run module.stream, which applies them)"
+            )
+        if module.training and module.dropout and module.num_layers > 1:
+            raise ConfigError(
+                "a streamer runs inference, but the module is in training mode with dropout "
+                "between layers; call module.eval() first"
+            )
+        V.check_parameters(module)
+        self._module = module
+        self._cell = cell
+        self._io_dtype = module._like.dtype
+        self._dtype = module._compute_dtype
+        self._watch = TensorWatch(
+            [src for k in range(module.num_layers) for src in module._layer_sources(k, True)]
+        )
+        with torch.no_grad():
+            layers = []
+            for k in range(module.num_layers):
+                params = [None if w is None else w.detach() for w in module.layer_weights(k)]
+                params += [t.detach() for t in module.thresholds(k)]
+                layers.append(
+                    LayerParams(*(None if t is None else t.to(self._dtype) for t in params))
+                )
+            self._initial = module.initial_state(batch_size)
+        if state is None:
+            state = self._initial
+        elif self._cell:
+            state = (state,)
+        module._check_state(state, batch_size)
+        state = N.cast_state(tuple(state), self._dtype)
+        device = module._like.device
+        self.backend = select_streamer_backend(backend, device, self._dtype).NAME
+        engine_type = select_streamer_backend(self.backend, device, self._dtype).StackStreamer
+        self._engine = engine_type(
+            module.mode, layers, state, count=count, weights=weights, resync_every=resync_every
+        )
+        self._batch = batch_size
+        self._inputs = module.input_size
+        self._cast = self._io_dtype != self._dtype
+        self._steps = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch
+
+    @property
+    def steps(self) -> int:
+        """Frames stepped since the streamer was built or last :meth:`reset`."""
+        return self._steps
+
+    def step(self, frame: Tensor, out: Tensor | None = None) -> Tensor:
+        """Advance every layer by one frame.
+
+        Args:
+            frame: (B, I) of the module's dtype and device; a cell's streamer with B = 1 also
+                takes (I,).
+            out: optional (B, H) tensor to write the result into (then returned).
+
+        Returns:
+            The last layer's h, (B, H) (or (H,) for an (I,) frame): a fresh tensor, or ``out``.
+        """
+        module = self._module
+        if self._watch.changed() or module._x_transform is not None or module._h_transform:
+            raise self._stale()
+        unbatched = self._cell and isinstance(frame, Tensor) and frame.dim() == 1
+        if unbatched:
+            if self._batch != 1:
+                raise ShapeError(
+                    f"an unbatched frame (I,) needs a streamer of batch_size=1, this one has "
+                    f"{self._batch}; pass frames of shape ({self._batch}, {self._inputs})"
+                )
+            frame = frame[None]
+            if out is not None:
+                out = out[None]
+        if self._cast:  # deterministic mode: float32 in and out, float64 inside
+            if not isinstance(frame, Tensor) or frame.dtype != self._io_dtype:
+                raise DTypeError(
+                    f"frame must be a tensor of {self._io_dtype}, got "
+                    f"{getattr(frame, 'dtype', type(frame).__name__)}"
+                )
+            h = self._engine.step(frame.to(self._dtype)).to(self._io_dtype)
+            if out is not None:
+                out.copy_(h)
+                h = out
+        else:
+            h = self._engine.step(frame, out)
+        self._steps += 1
+        return h[0] if unbatched else h
+
+    def _stale(self) -> StaleError:
+        return StaleError(
+            "the module's parameters, thresholds or transforms changed after this streamer was "
+            "built (it holds a copy of them); build a new one with module.streamer(state="
+            "streamer.state())"
+        )
+
+    def state(self):
+        """The state after the last step (copies): a module's per-layer tuple, resumable with
+        ``module.stream`` or ``module.streamer(state=...)``; a cell's layer state."""
+        state = self._engine.state()
+        return state[0] if self._cell else state
+
+    def reset(self, state=None) -> None:
+        """Start over: from a fresh stream (``None``: x̂ = ĥ = 0, memories at the biases the
+        streamer was built with), or from ``state`` (as ``module.streamer`` takes it)."""
+        if state is None:
+            state = self._initial
+        elif self._cell:
+            state = (state,)
+        self._module._check_state(state, self._batch)
+        self._engine.load_state(N.cast_state(tuple(state), self._dtype))
+        self._steps = 0
+
+    def counts(self) -> list[DeltaCounts] | DeltaCounts:
+        """The last step's send counts (T = 1): one :class:`~deltarnn.functional.DeltaCounts` per
+        layer (a cell's: one); needs ``count=True``."""
+        counts = self._engine.counts()
+        return counts[0] if self._cell else counts

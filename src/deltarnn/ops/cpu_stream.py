@@ -1,0 +1,319 @@
+"""The CPU backend's stack streamer: every layer of a delta GRU/LSTM stack advanced one frame per
+call, in **one compiled (numba) call per frame**, with no allocation per step.
+
+Shape legend: B batch, I input features of the first layer, H hidden units, G gates.
+
+Each layer's state, thresholds, scales, packed weights (:func:`deltarnn.ops.cpu.pack` or
+:func:`~deltarnn.ops.cpu.pack_int8`) and work buffers are views of three flat buffers, whose
+layout the compiled step reads from a table (see ``_cpu_kernels._stack_step``): a call passes
+the frame, the output and those few arrays, so numba's per-argument dispatch stays cheap however
+many layers there are. Layer k reads its frame from layer k-1's output buffer; the last layer
+writes straight into the tensor :meth:`StackStreamer.step` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BackendError, ConfigError, DeviceError, DTypeError, ShapeError
+from ..functional import MEMORY_BOUND, RESYNC_EVERY, DeltaCounts, DeltaGRUState, DeltaLSTMState
+from ..functional.checks import check_threshold
+from . import LayerParams
+from .cpu import (
+    CPUPacked,
+    _check_ready,
+    _check_resync_every,
+    _kernels,
+    _since_array,
+    _state_arrays,
+    _threshold,
+    pack,
+    pack_int8,
+)
+
+_STATE_TYPES = {"GRU": DeltaGRUState, "LSTM": DeltaLSTMState}
+_PACKERS = {"float32": pack, "int8": pack_int8}
+
+
+class _Arena:
+    """Hands out consecutive regions of one flat buffer; :meth:`build` allocates it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def take(self, n: int) -> int:
+        start = self.size
+        self.size += n
+        return start
+
+    def build(self, dtype) -> np.ndarray:
+        return np.zeros(max(self.size, 1), dtype)
+
+
+class _Layer:
+    """Where one layer's arrays live in the flat buffers, and NumPy views of its state."""
+
+    def __init__(self, packed: CPUPacked, batch: int, last: bool, arenas, row: np.ndarray):
+        K = _kernels
+        f, i, w = arenas
+        inputs, hidden = packed.input_size, packed.hidden_size
+        widest = max(inputs, hidden)
+        self.packed, self.batch, self.lstm = packed, batch, packed.gates == 4
+        row[K.L_INPUTS], row[K.L_HIDDEN] = inputs, hidden
+        sizes = {
+            K.F_H: batch * hidden, K.F_XHAT: batch * inputs, K.F_HHAT: batch * hidden,
+            K.F_M: batch * 4 * hidden, K.F_M0: 4 * hidden, K.F_THETA_X: inputs,
+            K.F_THETA_H: hidden, K.F_SX: inputs, K.F_SH: hidden,
+            K.F_OUT: 0 if last else batch * hidden, K.F_VAL: widest, K.F_ABS_X: batch,
+            K.F_ABS_H: batch,
+        }  # fmt: skip
+        if self.lstm:
+            sizes[K.F_C] = batch * hidden
+        for field, n in sizes.items():
+            row[field] = f.take(n)
+        for field, n in {
+            K.I_SINCE: batch, K.I_IDX: widest, K.I_SEEN_X: inputs, K.I_SEEN_H: hidden,
+            K.I_MASK: (widest + 7) // 8, K.I_NX: batch, K.I_NH: batch, K.I_UX: 1, K.I_UH: 1,
+        }.items():  # fmt: skip
+            row[field] = i.take(n)
+        row[K.W_X] = w.take(packed.wx.size)
+        row[K.W_H] = w.take(packed.wh.size)
+        self.row = row
+
+    def bind(self, fbuf: np.ndarray, ibuf: np.ndarray, wbuf: np.ndarray) -> None:
+        """Make the views of the state and counts, and copy the constant arrays in."""
+        K, row, p = _kernels, self.row, self.packed
+        inputs, hidden, batch = p.input_size, p.hidden_size, self.batch
+
+        def view(buf, field, *shape):
+            start = int(row[field])
+            return buf[start : start + int(np.prod(shape))].reshape(shape)
+
+        fields = [(K.F_H, hidden)]
+        if self.lstm:
+            fields.append((K.F_C, hidden))
+        fields += [(K.F_XHAT, inputs), (K.F_HHAT, hidden), (K.F_M, 4 * hidden)]
+        self.state = [view(fbuf, field, batch, n) for field, n in fields]
+        self.since = view(ibuf, K.I_SINCE, batch)
+        self.seen = (view(ibuf, K.I_SEEN_X, inputs), view(ibuf, K.I_SEEN_H, hidden))
+        self.counts = (
+            view(ibuf, K.I_NX, 1, batch), view(ibuf, K.I_NH, 1, batch),
+            view(ibuf, K.I_UX, 1), view(ibuf, K.I_UH, 1),
+            view(fbuf, K.F_ABS_X, 1, batch), view(fbuf, K.F_ABS_H, 1, batch),
+        )  # fmt: skip
+        view(wbuf, K.W_X, *p.wx.shape)[...] = p.wx
+        view(wbuf, K.W_H, *p.wh.shape)[...] = p.wh
+        view(fbuf, K.F_SX, inputs)[...] = p.sx
+        view(fbuf, K.F_SH, hidden)[...] = p.sh
+        view(fbuf, K.F_M0, 4 * hidden)[...] = p.m0
+        self.theta_x = view(fbuf, K.F_THETA_X, inputs)
+        self.theta_h = view(fbuf, K.F_THETA_H, hidden)
+
+
+class StackStreamer:
+    """A stack of delta GRU or LSTM layers run one frame at a time on the CPU (the ``cpu``
+    backend's stack streamer; see :mod:`deltarnn.ops` for the protocol).
+
+    One :meth:`step` equals :func:`deltarnn.ops.cpu.gru` / ``lstm`` with T = 1 layer after layer
+    (the same compiled layer code), hence :func:`deltarnn.functional.delta_gru` / ``delta_lstm``
+    to float32 rounding; NaN deltas are sent and memories re-synced by the spec's rule.
+
+    Args:
+        kind: ``"GRU"`` or ``"LSTM"``.
+        layers: one :class:`~deltarnn.ops.LayerParams` per layer, float32 or float64 CPU tensors
+            (read once, here: packed into the streamer's own buffers).
+        state: one :class:`~deltarnn.functional.DeltaGRUState` / ``DeltaLSTMState`` per layer,
+            batch B.
+        count: keep the last step's send counts (:meth:`counts`).
+        weights: ``"float32"`` (the parameters' own dtype) or ``"int8"``
+            (:func:`deltarnn.ops.cpu.pack_int8`: 8-bit weights, a scale per column).
+        resync_every: period of the dense memory re-sync (0: only the bound rule).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        layers: Sequence[LayerParams],
+        state: tuple,
+        *,
+        count: bool = False,
+        weights: str = "float32",
+        resync_every: int = RESYNC_EVERY,
+    ) -> None:
+        if kind not in _STATE_TYPES:
+            raise ConfigError(f"kind must be 'GRU' or 'LSTM', got {kind!r}")
+        if weights not in _PACKERS:
+            raise ConfigError(f"weights must be 'float32' or 'int8', got {weights!r}")
+        if not layers:
+            raise ConfigError("layers must hold at least one layer")
+        if _kernels is None:
+            raise BackendError("the cpu backend needs numba (pip install 'deltarnn[cpu]')")
+        self._resync_every = _check_resync_every(resync_every)
+        self._state_type = _STATE_TYPES[kind]
+        self._kernel = _kernels.lstm_stack_step if kind == "LSTM" else _kernels.gru_stack_step
+        packed = [_PACKERS[weights](p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh) for p in layers]
+        for k, p in enumerate(packed):
+            _check_ready(p, kind)
+            if p.dtype != packed[0].dtype:
+                raise DTypeError(f"layer {k}'s weights are {p.dtype}, layer 0's {packed[0].dtype}")
+            if k and p.input_size != packed[k - 1].hidden_size:
+                raise ShapeError(
+                    f"layer {k} takes {p.input_size} inputs, but layer {k - 1} has "
+                    f"{packed[k - 1].hidden_size} hidden units"
+                )
+        if not isinstance(state, (tuple, list)) or len(state) != len(packed):
+            raise ShapeError(f"state must be a tuple of {len(packed)} {self._state_type.__name__}")
+        if not isinstance(state[0], self._state_type) or not isinstance(state[0].h, Tensor):
+            raise ShapeError(
+                f"state[0] must be a {self._state_type.__name__}, got {type(state[0]).__name__}"
+            )
+        batch = state[0].h.shape[0]
+        np_dtype = packed[0].np_dtype
+        self._layout = np.zeros((len(packed), _kernels.LAYOUT_FIELDS), np.int64)
+        arenas = (_Arena(), _Arena(), _Arena())
+        self._layers = [
+            _Layer(p, batch, k == len(packed) - 1, arenas, self._layout[k])
+            for k, p in enumerate(packed)
+        ]
+        self._fbuf = arenas[0].build(np_dtype)
+        self._ibuf = arenas[1].build(np.int64)
+        self._wbuf = arenas[2].build(packed[0].wx.dtype)
+        for layer, params in zip(self._layers, layers, strict=True):
+            layer.bind(self._fbuf, self._ibuf, self._wbuf)
+            p = layer.packed
+            for name, theta, buffer in (
+                ("theta_x", params.theta_x, layer.theta_x),
+                ("theta_h", params.theta_h, layer.theta_h),
+            ):
+                check_threshold(theta, name, buffer.shape[0])
+                buffer[...] = _threshold(theta, name, buffer.shape[0], p.np_dtype)
+        self._np_dtype = np_dtype
+        self._dtype = packed[0].dtype
+        self._frame_shape = (batch, packed[0].input_size)
+        self._out_shape = (batch, packed[-1].hidden_size)
+        self._out_buffer = np.zeros(self._out_shape, np_dtype)
+        self._count = bool(count)
+        self._fast = np_dtype == np.float32
+        self._bound = float(MEMORY_BOUND)
+        self._counted = False
+        self.load_state(state)
+
+    @property
+    def batch_size(self) -> int:
+        return self._frame_shape[0]
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights a dense step of the whole stack reads (see ``CPUPacked``)."""
+        return sum(layer.packed.weight_bytes for layer in self._layers)
+
+    def load_state(self, state: tuple) -> None:
+        """Continue from ``state`` (one layer state per layer, same batch); copied in."""
+        if not isinstance(state, (tuple, list)) or len(state) != len(self._layers):
+            raise ShapeError(
+                f"state must be a tuple of {len(self._layers)} {self._state_type.__name__}"
+            )
+        batch = self.batch_size
+        arrays = [
+            _state_arrays(s, self._state_type, layer.packed, batch)
+            for s, layer in zip(state, self._layers, strict=True)
+        ]
+        since = [_since_array(s.since_sync, batch) for s in state]
+        for layer, fields, s, counter in zip(self._layers, arrays, state, since, strict=True):
+            for buffer, array in zip(layer.state, fields, strict=True):
+                buffer[...] = array
+            layer.since[...] = counter
+            layer.since_given = s.since_sync.detach().clone()  # returned as given without re-sync
+            for seen in layer.seen:
+                seen[...] = 0  # restart the step stamps of the batch-union counts
+        self._steps = 0
+        self._counted = False
+
+    def step(self, frame: Tensor, out: Tensor | None = None) -> Tensor:
+        """Advance every layer by one frame (B, I); the last layer's h (B, H), fresh or ``out``."""
+        try:
+            x = frame.numpy()
+        except (AttributeError, RuntimeError, TypeError):  # not a tensor; or grad, or a device
+            x = _frame_array(frame, self._frame_shape)
+        if x.shape != self._frame_shape:
+            raise ShapeError(
+                f"frame must have shape {self._frame_shape} (B, I), got {tuple(x.shape)}"
+            )
+        if x.dtype != self._np_dtype:
+            raise DTypeError(f"frame must be {self._dtype}, got {frame.dtype}")
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        if out is None:
+            result = torch.empty(self._out_shape, dtype=self._dtype)
+            y = result.numpy()
+        else:
+            result = out
+            y = self._out_array(out)
+        self._steps += 1
+        self._kernel(
+            x, y, self._fbuf, self._ibuf, self._wbuf, self._layout, self._steps, self._count,
+            self._fast, self._resync_every, self._bound,
+        )  # fmt: skip
+        self._counted = True
+        if y is self._out_buffer:
+            out.copy_(torch.from_numpy(y))
+        return result
+
+    def _out_array(self, out: Tensor) -> np.ndarray:
+        """``out``'s memory when the kernel can write it directly, else the spare buffer."""
+        if not isinstance(out, Tensor) or tuple(out.shape) != self._out_shape:
+            raise ShapeError(
+                f"out must be a tensor of shape {self._out_shape} (B, H), got "
+                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
+            )
+        if out.dtype != self._dtype or out.device.type != "cpu":
+            raise DTypeError(
+                f"out must be {self._dtype} on the CPU, got {out.dtype} on {out.device}"
+            )
+        if out.is_contiguous() and not out.requires_grad:
+            return out.numpy()
+        return self._out_buffer
+
+    @property
+    def steps(self) -> int:
+        """Frames stepped since construction or the last :meth:`load_state`."""
+        return self._steps
+
+    def state(self) -> tuple:
+        """The per-layer states after the last step (copies), ``since_sync`` included."""
+        states = []
+        for layer in self._layers:
+            fields = [torch.from_numpy(a.copy()) for a in layer.state]
+            if self._resync_every > 0:
+                since = torch.from_numpy(layer.since.copy())
+            else:
+                since = layer.since_given.clone()
+            states.append(self._state_type(*fields, since))
+        return tuple(states)
+
+    def counts(self) -> list[DeltaCounts]:
+        """The last step's send counts, one :class:`~deltarnn.functional.DeltaCounts` per layer
+        (T = 1)."""
+        if not self._count:
+            raise BackendError("counts() needs a streamer built with count=True")
+        if not self._counted:
+            raise BackendError("counts() has nothing to report before the first step")
+        return [
+            DeltaCounts(*(torch.from_numpy(a.copy()) for a in layer.counts))
+            for layer in self._layers
+        ]
+
+
+def _frame_array(frame, shape: tuple[int, int]) -> np.ndarray:
+    """A frame that ``Tensor.numpy`` refused: detached if it needs grad, else an error."""
+    if not isinstance(frame, Tensor):
+        raise ShapeError(
+            f"frame must be a tensor of shape {shape} (B, I), got {type(frame).__name__}"
+        )
+    if frame.device.type != "cpu":
+        raise DeviceError(f"frame must be on the CPU, got {frame.device}")
+    return frame.detach().numpy()
