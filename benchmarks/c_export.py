@@ -22,9 +22,10 @@ median and the 99th percentile over all timed frames.
   per frame (the ``bench`` extra: ``pip install -e '.[bench]'``).
 
 Before timing, every C build is compared with the functional spec
-(:func:`deltarnn.export.python_stream`: the reference backend's stack streamer with the export's
-weights and re-sync period) over every recording: outputs and per-layer send counts; a float32
-build that differs by more than the streaming harness's tolerance stops the run. The Python-called methods are checked on the first recording
+(:func:`deltarnn.export.python_stream`: ``module.streamer()`` on the reference backend, with the
+export's weights and re-sync period) over every recording: outputs and per-layer send counts; a C
+build that differs by more than the streaming harness's tolerance while it took the same send
+decisions stops the run. The Python-called methods are checked on the first recording
 (:func:`deltarnn.bench.streaming.check_agreement`). Also reported: the cost model's bound at the
 measured occupancies, the export's memory report (flash and RAM bytes) and the object files'
 code and constant sizes (``size``, at -O2 and -Os).
@@ -134,14 +135,15 @@ def time_recordings(methods: dict, streams, repeats: int, warmup: int) -> dict[s
 def spec_runs(model, rnn, every_change) -> dict[str, Callable]:
     """For each C build, the functional spec it must equal, one recording (T, 1, I) per call,
     returning ``(out (T, O), sent_x (T, L), sent_h (T, L))``: :func:`deltarnn.export.python_stream`
-    (the reference backend's stack streamer, the spec layer after layer, with the export's
-    weights and re-sync period; int8 on the weights of :func:`deltarnn.ops.int8.quantize_columns`,
-    as the export writes them); the model with head applies the head per frame."""
+    on the reference backend (``module.streamer()`` running the spec layer after layer, with the
+    export's weights and re-sync period; int8 on the weights of
+    :func:`deltarnn.ops.int8.quantize_columns`, as the export writes them); the model with head
+    applies the head per frame."""
     from deltarnn.export import python_stream
 
     def runner(module, weights="float32"):
         def run(x: torch.Tensor):
-            return python_stream(module, x[:, 0], weights=weights)[:3]
+            return python_stream(module, x[:, 0], weights=weights, backend="reference")[:3]
 
         return run
 
@@ -160,7 +162,10 @@ def spec_agreement(builds: dict, specs: dict, streams) -> dict[str, dict]:
     decisions), and how many send counts (frame, layer) differ.
 
     Raises:
-        BenchError: a float32 build's output differs by more than the harness allows.
+        BenchError: a build's output differs by more than the harness allows at a frame before
+            its first differing send count. After one (a |Δ| within float rounding of Θ on a
+            layer's input or h, which C and the spec round differently), outputs differ by what
+            that other send decision changes; they are reported, not a failure.
     """
     from deltarnn.bench.streaming import AGREEMENT, BenchError
 
@@ -187,8 +192,11 @@ def spec_agreement(builds: dict, specs: dict, streams) -> dict[str, dict]:
             "counts_differing": differ,
             "counts": total,
         }
-        if name != "c int8" and worst > AGREEMENT:
-            raise BenchError(f"{name} differs from the spec by {worst:.2e} (> {AGREEMENT})")
+        if same_sends > AGREEMENT:
+            raise BenchError(
+                f"{name} differs from the spec by {same_sends:.2e} (> {AGREEMENT}) with the same "
+                "send decisions"
+            )
     return result
 
 
@@ -371,8 +379,8 @@ def render(doc: dict) -> str:
         f"| cost-model bound at these occupancies (dense / delta operations) | | | | "
         f"{doc['cost_model_bound']:.1f}x |",
         "",
-        "Agreement with the functional spec (the reference backend's stack streamer; int8: on the "
-        "int8 weights)"
+        "Agreement with the functional spec (module.streamer() on the reference backend; int8: on "
+        "the int8 weights)"
         f" over all {doc['recordings']} recordings:",
         "",
         "| export | max abs. dev. | relative to max abs. output | max abs. dev. before a count "

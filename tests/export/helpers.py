@@ -7,11 +7,19 @@ import torch
 from torch import nn
 
 import deltarnn
+from deltarnn.export import python_stream
 from deltarnn.export.state_dict import RNNWithHead
 
 # Inputs on the grid k/16 and input thresholds at its midpoints (2k+1)/32: a rounding difference
 # between C and the spec can never flip an input mask bit.
 GRID = 16
+
+
+def spec_stream(module, frames: torch.Tensor, **kwargs):
+    """:func:`deltarnn.export.python_stream` on the reference backend: ``module.streamer()``
+    running the spec itself (the compiled engine's streamer is compared in one test only: its
+    compilation takes tens of seconds per layer kind and dtype)."""
+    return python_stream(module, frames, backend="reference", **kwargs)
 
 
 def midpoint_thetas(gen: torch.Generator, size: int) -> torch.Tensor:

@@ -9,11 +9,11 @@ import torch
 pytest.importorskip("numba")
 pytest.importorskip("safetensors")
 
-from tests.export.helpers import assert_close, midpoint_thetas  # noqa: E402
+from tests.export.helpers import assert_close, midpoint_thetas, spec_stream  # noqa: E402
 
 import deltarnn  # noqa: E402
 from deltarnn.cli.main import main  # noqa: E402
-from deltarnn.export import HostBuild, python_stream  # noqa: E402
+from deltarnn.export import HostBuild  # noqa: E402
 
 
 def test_export_c_from_safetensors(cc, fsdd_frames, tmp_path, capsys):
@@ -36,7 +36,7 @@ def test_export_c_from_safetensors(cc, fsdd_frames, tmp_path, capsys):
     for line in printed.splitlines()[1:]:
         assert line.strip() in (out / "kws.h").read_text()
     got, sent_x, sent_h = HostBuild(out, "kws", cc=cc).run(fsdd_frames.numpy())
-    ref, ref_x, ref_h, _ = python_stream(lstm, fsdd_frames, weights="int8", resync_every=64)
+    ref, ref_x, ref_h, _ = spec_stream(lstm, fsdd_frames, weights="int8", resync_every=64)
     assert_close(got, ref)
     np.testing.assert_array_equal(sent_x, ref_x)
     np.testing.assert_array_equal(sent_h, ref_h)

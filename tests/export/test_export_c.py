@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("numba")
 
-from tests.export.helpers import assert_close, make_model  # noqa: E402
+from tests.export.helpers import assert_close, make_model, spec_stream  # noqa: E402
 
 import deltarnn  # noqa: E402
 from deltarnn.errors import ShapeError  # noqa: E402
@@ -32,7 +32,7 @@ def test_compiled_step_equals_streamer_on_fsdd(cc, fsdd_frames, tmp_path, kind, 
     model = make_model(kind, layers, head=layers == 2, seed=layers)
     build = HostBuild(export_c(model, tmp_path, weights=weights), cc=cc)
     out, sent_x, sent_h = build.run(fsdd_frames.numpy())
-    ref, ref_x, ref_h, _ = python_stream(model, fsdd_frames, weights=weights)
+    ref, ref_x, ref_h, _ = spec_stream(model, fsdd_frames, weights=weights)
     assert_close(out, ref)
     np.testing.assert_array_equal(sent_x, ref_x)
     np.testing.assert_array_equal(sent_h, ref_h)
@@ -59,6 +59,17 @@ def test_int8_arrays_are_the_int8_scheme(tmp_path, kind):
             np.testing.assert_array_equal(_c_array(source, f"model_l{k}_w{side}"), q.flatten())
             written = _c_array(source, f"model_l{k}_s{side}").astype(np.float32)
             np.testing.assert_array_equal(written, scale.numpy())
+
+
+def test_compiled_step_equals_the_compiled_streamer(cc, fsdd_frames, tmp_path):
+    """The export against what a user runs in Python: ``module.streamer()`` on the CPU engine."""
+    model = make_model("gru", 2, head=True, seed=2)
+    build = HostBuild(export_c(model, tmp_path), cc=cc)
+    out, sent_x, sent_h = build.run(fsdd_frames.numpy())
+    ref = python_stream(model, fsdd_frames)
+    assert_close(out, ref.out)
+    np.testing.assert_array_equal(sent_x, ref.sent_x)
+    np.testing.assert_array_equal(sent_h, ref.sent_h)
 
 
 def test_stream_continues_across_calls_and_reset_restarts(cc, fsdd_frames, tmp_path):
@@ -119,7 +130,7 @@ def test_cells_export_as_one_layer(cc, fsdd_frames, tmp_path):
     torch.manual_seed(3)
     cell = deltarnn.DeltaLSTMCell(40, 20, theta_x=3 / 32, theta_h=0.05)
     out, sent_x, sent_h = HostBuild(export_c(cell, tmp_path), cc=cc).run(fsdd_frames.numpy())
-    ref, ref_x, ref_h, _ = python_stream(cell, fsdd_frames)
+    ref, ref_x, ref_h, _ = spec_stream(cell, fsdd_frames)
     assert_close(out, ref)
     np.testing.assert_array_equal(sent_x, ref_x)
     np.testing.assert_array_equal(sent_h, ref_h)

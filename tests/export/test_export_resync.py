@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from tests.export.helpers import assert_close, make_model
+from tests.export.helpers import assert_close, make_model, spec_stream
 
 import deltarnn
 from deltarnn.errors import ConfigError
-from deltarnn.export import HostBuild, export_c, python_stream
+from deltarnn.export import HostBuild, export_c
 from deltarnn.functional import MEMORY_BOUND, RESYNC_EVERY
 
 STEPS = 12_000
@@ -65,7 +65,7 @@ def test_short_resync_period_equals_the_spec(cc, fsdd_frames, tmp_path, kind, we
     every = 7
     model = make_model(kind, 2, head=True, seed=5)
     build = HostBuild(export_c(model, tmp_path, weights=weights, resync_every=every), cc=cc)
-    ref, ref_x, ref_h, ref_since = python_stream(
+    ref, ref_x, ref_h, ref_since = spec_stream(
         model, fsdd_frames, weights=weights, resync_every=every
     )
     since = []
@@ -90,7 +90,7 @@ def test_nonfinite_and_huge_frames_equal_the_spec(cc, fsdd_frames, tmp_path, kin
         frames = _special_frames(fsdd_frames, SPECIAL[value])
         build.reset()
         out, sent_x, sent_h = build.run(frames.numpy())
-        ref, ref_x, ref_h, _ = python_stream(model, frames, weights=weights)
+        ref, ref_x, ref_h, _ = spec_stream(model, frames, weights=weights)
         assert_close(out, ref)  # NaN where the spec has NaN, and only there
         np.testing.assert_array_equal(sent_x, ref_x)
         np.testing.assert_array_equal(sent_h, ref_h)
