@@ -471,18 +471,18 @@ def lstm_sequence(
 # (int64: step counters, sent-column lists, counts) and ``wbuf`` (the packed weights, float or
 # int8). Row k of ``layout`` (L, LAYOUT_FIELDS) int64 gives layer k's sizes and where each of its
 # arrays starts (an (B, n) array is stored row after row). Numba's dispatcher unboxes every
-# array argument of every call (about 50 ns each), and so would building the dozens of 2-D and
-# 3-D views the sequence kernel takes: a frame of one layer is a few microseconds of that for
-# well under one of work at low occupancy. So the step passes a handful of buffers and works on
-# 1-D slices of them (a few ns each).
+# array argument of every call (about 50 ns each), and a reshaped view costs about 20 ns: the
+# sequence kernel's dozens of arrays per layer would cost more than a sparse step's work. So the
+# step passes a handful of buffers and works mostly on 1-D slices of them (a few ns each).
 (
-    L_INPUTS, L_HIDDEN,
+    L_INPUTS, L_HIDDEN, L_BLOCK,
     F_H, F_C, F_XHAT, F_HHAT, F_M, F_M0, F_THETA_X, F_THETA_H, F_SX, F_SH, F_OUT, F_VAL,
-    F_ABS_X, F_ABS_H,
-    I_SINCE, I_IDX, I_SEEN_X, I_SEEN_H, I_MASK, I_NX, I_NH, I_UX, I_UH,
+    F_VAL_X, F_GX, F_ABS_X, F_ABS_H,
+    I_SINCE, I_IDX, I_IDX_X, I_SENT, I_CURSOR, I_SEEN_X, I_SEEN_H, I_MASK, I_NX, I_NH, I_UX,
+    I_UH,
     W_X, W_H,
     LAYOUT_FIELDS,
-) = range(28)  # fmt: skip
+) = range(34)  # fmt: skip
 
 
 @njit(**_INLINE)
@@ -492,15 +492,17 @@ def _row(buf, start, b, n):
 
 
 @njit(**_INLINE)
-def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, bound, lstm):
+def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, lean, bound, lstm):
     """One delta layer over one frame of every sample: x (B*I,) in, y (B*H,) out, the state in
     the flat buffers advanced in place.
 
-    The steps of :func:`_sequence` at T = 1, from the same pieces: encode x against x̂ and
-    h_{t-1} against ĥ; then either the re-sync (the rule of :mod:`deltarnn.functional.state`,
-    on the memory before the step) or the sent input and hidden columns added to the memory;
-    then the gates. With one step there is nothing to batch across steps, so the input columns
-    are always added straight into the memory (the sequence kernel's ``direct`` path).
+    The steps of :func:`_sequence` at T = 1, from the same pieces and in the same order, so
+    that the sums are rounded alike and a streamed frame equals a call of the sequence kernel
+    bit for bit: encode every sample's input and, unless few inputs moved, form the input
+    products (:func:`_input_products`); then per sample encode h_{t-1} against ĥ, and either
+    re-sync the memory (the rule of :mod:`deltarnn.functional.state`, on the memory before the
+    step) or add the sent columns; then the gates. Only the arrays the shared pieces index in
+    2-D or 3-D are reshaped views; the rest are 1-D slices.
     """
     inputs, hidden = row[L_INPUTS], row[L_HIDDEN]
     batch = x.shape[0] // inputs
@@ -513,35 +515,42 @@ def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, b
     m0 = _row(fbuf, row[F_M0], 0, 4 * hidden)
     idx, val = _row(ibuf, row[I_IDX], 0, widest), _row(fbuf, row[F_VAL], 0, widest)
     mask = _row(ibuf, row[I_MASK], 0, (widest + 7) // 8).view(np.uint8)
-    seen_x, seen_h = _row(ibuf, row[I_SEEN_X], 0, inputs), _row(ibuf, row[I_SEEN_H], 0, hidden)
+    seen_h = _row(ibuf, row[I_SEEN_H], 0, hidden)
+    idx_x = _row(ibuf, row[I_IDX_X], 0, batch * inputs).reshape((1, batch, inputs))
+    val_x = _row(fbuf, row[F_VAL_X], 0, batch * inputs).reshape((1, batch, inputs))
+    sent = _row(ibuf, row[I_SENT], 0, batch).reshape((1, batch))
+    _encode_inputs(
+        x.reshape((1, batch, inputs)), 0, 1,
+        _row(fbuf, row[F_XHAT], 0, batch * inputs).reshape((batch, inputs)), theta_x, idx_x,
+        val_x, sent, _row(ibuf, row[I_NX], 0, batch).reshape((1, batch)),
+        _row(ibuf, row[I_UX], 0, 1), _row(fbuf, row[F_ABS_X], 0, batch).reshape((1, batch)),
+        _row(ibuf, row[I_SEEN_X], 0, inputs), mask, stamp, count,
+    )  # fmt: skip
+    direct = _total(sent, 1) < lean * batch * inputs
+    gx = _row(fbuf, row[F_GX], 0, batch * rows).reshape((1, batch, rows))
+    if not direct:
+        cursor = _row(ibuf, row[I_CURSOR], 0, batch).reshape((1, batch))
+        _input_products(wx, sx, idx_x, val_x, sent, 1, cursor, row[L_BLOCK], gx)
     # as in _sequence: the GRU's hidden columns skip M_xn
     split_h = rows if lstm else 2 * hidden
     shift_h = 0 if lstm else hidden
     periodic = resync_every > 0
     if count:
-        ibuf[row[I_UX]] = 0
         ibuf[row[I_UH]] = 0
     for b in range(batch):
         x_hat = _row(fbuf, row[F_XHAT], b, inputs)
         h = _row(fbuf, row[F_H], b, hidden)
         h_hat = _row(fbuf, row[F_HHAT], b, hidden)
         m = _row(fbuf, row[F_M], b, 4 * hidden)
+        n_h = _encode(h, h_hat, theta_h, idx, val, mask)
+        if count:  # now: the re-sync below reuses idx and val
+            ibuf[row[I_NH] + b] = n_h
+            fbuf[row[F_ABS_H] + b] = _abs_sum(val, n_h)
+            ibuf[row[I_UH]] += _count_union(idx, n_h, seen_h, stamp)
         resync = not _bounded(m, bound)
         age = ibuf[row[I_SINCE] + b] + 1
         if periodic and age >= resync_every:
             resync = True
-        n_x = _encode(_row(x, 0, b, inputs), x_hat, theta_x, idx, val, mask)
-        if count:
-            ibuf[row[I_NX] + b] = n_x
-            fbuf[row[F_ABS_X] + b] = _abs_sum(val, n_x)
-            ibuf[row[I_UX]] += _count_union(idx, n_x, seen_x, stamp)
-        if not resync:
-            _accumulate(wx, sx, idx, val, n_x, m, rows, 0)
-        n_h = _encode(h, h_hat, theta_h, idx, val, mask)
-        if count:
-            ibuf[row[I_NH] + b] = n_h
-            fbuf[row[F_ABS_H] + b] = _abs_sum(val, n_h)
-            ibuf[row[I_UH]] += _count_union(idx, n_h, seen_h, stamp)
         if resync:
             age = 0
             for k in range(m.shape[0]):
@@ -551,6 +560,12 @@ def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, b
             n_d = _nonzero(h_hat, idx, val)
             _accumulate(wh, sh, idx, val, n_d, m, split_h, shift_h)
         else:
+            if direct:
+                _accumulate(wx, sx, idx_x[0, b], val_x[0, b], sent[0, b], m, rows, 0)
+            else:
+                g = gx[0, b]
+                for k in range(rows):
+                    m[k] += g[k]
             _accumulate(wh, sh, idx, val, n_h, m, split_h, shift_h)
         if periodic:
             ibuf[row[I_SINCE] + b] = age
@@ -563,8 +578,8 @@ def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, b
 
 @njit(**_INLINE)
 def _stack_step(
-    frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound, lstm
-):
+    frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, lean, bound, lstm
+):  # fmt: skip
     """Every layer of a stack over one frame (B, I), layer k reading layer k-1's output; the
     last layer writes ``out`` (B, H). ``stamp`` numbers the frame for the batch-union counts
     (``seen_*`` must hold no value at or above it)."""
@@ -576,21 +591,27 @@ def _stack_step(
             y = out.reshape(out.size)
         else:
             y = _row(fbuf, row[F_OUT], 0, x.shape[0] // row[L_INPUTS] * row[L_HIDDEN])
-        _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, bound, lstm)
+        _layer_step(
+            x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, lean, bound, lstm
+        )  # fmt: skip
         x = y
 
 
 @njit(**_JIT)
-def gru_stack_step(frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound):
+def gru_stack_step(
+    frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, lean, bound
+):  # fmt: skip
     """A stack of delta GRU layers over one frame: :func:`_stack_step`."""
     _stack_step(
-        frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound, False
+        frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, lean, bound, False
     )  # fmt: skip
 
 
 @njit(**_JIT)
-def lstm_stack_step(frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound):
+def lstm_stack_step(
+    frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, lean, bound
+):  # fmt: skip
     """A stack of delta LSTM layers over one frame: :func:`_stack_step`."""
     _stack_step(
-        frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, bound, True
+        frame, out, fbuf, ibuf, wbuf, layout, stamp, count, fast, resync_every, lean, bound, True
     )  # fmt: skip

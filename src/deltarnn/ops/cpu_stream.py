@@ -24,6 +24,8 @@ from ..functional import MEMORY_BOUND, RESYNC_EVERY, DeltaCounts, DeltaGRUState,
 from ..functional.checks import check_threshold
 from . import LayerParams
 from .cpu import (
+    BLOCK_BYTES,
+    LEAN_OCCUPANCY,
     CPUPacked,
     _check_ready,
     _check_resync_every,
@@ -63,20 +65,24 @@ class _Layer:
         inputs, hidden = packed.input_size, packed.hidden_size
         widest = max(inputs, hidden)
         self.packed, self.batch, self.lstm = packed, batch, packed.gates == 4
+        rows = packed.wx.shape[1]
         row[K.L_INPUTS], row[K.L_HIDDEN] = inputs, hidden
+        # the column block of the input products, as the sequence kernel's (cpu._work)
+        row[K.L_BLOCK] = max(4, BLOCK_BYTES // max(rows * packed.np_dtype.itemsize, 1))
         sizes = {
             K.F_H: batch * hidden, K.F_XHAT: batch * inputs, K.F_HHAT: batch * hidden,
             K.F_M: batch * 4 * hidden, K.F_M0: 4 * hidden, K.F_THETA_X: inputs,
             K.F_THETA_H: hidden, K.F_SX: inputs, K.F_SH: hidden,
-            K.F_OUT: 0 if last else batch * hidden, K.F_VAL: widest, K.F_ABS_X: batch,
-            K.F_ABS_H: batch,
+            K.F_OUT: 0 if last else batch * hidden, K.F_VAL: widest,
+            K.F_VAL_X: batch * inputs, K.F_GX: batch * rows, K.F_ABS_X: batch, K.F_ABS_H: batch,
         }  # fmt: skip
         if self.lstm:
             sizes[K.F_C] = batch * hidden
         for field, n in sizes.items():
             row[field] = f.take(n)
         for field, n in {
-            K.I_SINCE: batch, K.I_IDX: widest, K.I_SEEN_X: inputs, K.I_SEEN_H: hidden,
+            K.I_SINCE: batch, K.I_IDX: widest, K.I_IDX_X: batch * inputs, K.I_SENT: batch,
+            K.I_CURSOR: batch, K.I_SEEN_X: inputs, K.I_SEEN_H: hidden,
             K.I_MASK: (widest + 7) // 8, K.I_NX: batch, K.I_NH: batch, K.I_UX: 1, K.I_UH: 1,
         }.items():  # fmt: skip
             row[field] = i.take(n)
@@ -198,7 +204,7 @@ class StackStreamer:
         self._out_buffer = np.zeros(self._out_shape, np_dtype)
         self._count = bool(count)
         self._fast = np_dtype == np.float32
-        self._bound = float(MEMORY_BOUND)
+        self._lean, self._bound = float(LEAN_OCCUPANCY), float(MEMORY_BOUND)
         self._counted = False
         self.load_state(state)
 
@@ -256,7 +262,7 @@ class StackStreamer:
         self._steps += 1
         self._kernel(
             x, y, self._fbuf, self._ibuf, self._wbuf, self._layout, self._steps, self._count,
-            self._fast, self._resync_every, self._bound,
+            self._fast, self._resync_every, self._lean, self._bound,
         )  # fmt: skip
         self._counted = True
         if y is self._out_buffer:
