@@ -11,14 +11,13 @@ difference cannot flip a mask bit of the input side; hidden thresholds are compa
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
+from tests.interpreted import run_interpreted
 
 pytest.importorskip("triton")
 
@@ -51,16 +50,7 @@ def device(request) -> torch.device:
 @pytest.mark.skipif(INTERPRETED, reason="this process already interprets")
 def test_interpreter_subprocess():
     """Every CPU case of this file, in a fresh process where Triton interprets the kernels."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not gpu", __file__],
-        env={**os.environ, "TRITON_INTERPRET": "1"},
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout.splitlines()[-1]
+    assert " passed" in run_interpreted("-m", "not gpu", __file__, timeout=900)
 
 
 @pytest.mark.skipif(INTERPRETED, reason="this process already interprets")
@@ -70,17 +60,10 @@ def test_fuzz_tier_triton_cases_interpreted():
     every one must run (none skipped)."""
     pytest.importorskip("hypothesis")
     fuzz = Path(__file__).resolve().parents[1] / "fuzz"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "triton",
-         str(fuzz / "test_fuzz_backends.py"), str(fuzz / "test_fuzz_numerics.py")],
-        env={**os.environ, "TRITON_INTERPRET": "1"},
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
+    summary = run_interpreted(
+        "-k", "triton", str(fuzz / "test_fuzz_backends.py"), str(fuzz / "test_fuzz_numerics.py"),
         timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    summary = proc.stdout.splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary, summary
 
 

@@ -9,13 +9,9 @@ on a GPU when there is one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from tests.interpreted import run_interpreted
 
 from deltarnn import functional as F
 from deltarnn.errors import BackendError
@@ -35,17 +31,7 @@ needs_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run by test_inte
 @pytest.mark.skipif(tb is None or INTERPRETED, reason="needs triton; not inside the subprocess")
 def test_interpreter_subprocess():
     """The Triton cases of this file, in a fresh process where Triton interprets the kernels."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not gpu",
-         "-k", "triton", __file__],
-        env={**os.environ, "TRITON_INTERPRET": "1"},
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout.splitlines()[-1]
+    assert " passed" in run_interpreted("-m", "not gpu", "-k", "triton", __file__, timeout=900)
 
 
 def make_case(kind, steps, batch, inputs, hidden, dtype, device="cpu", seed=0, warm=True):
