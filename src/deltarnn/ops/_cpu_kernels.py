@@ -19,13 +19,19 @@ from numba import njit
 # vectorising the gate loops. fastmath "contract" only allows fused multiply-add; no reassociation
 # of sums, no assumption that values are finite, so NaN/inf propagate as in PyTorch.
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
-_INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
+# numba's IR-level inlining ("always") re-types the callee at every call site: with every helper
+# inlined, compiling one stack-step specialisation took 46 s. Only the small per-element and
+# per-column helpers the inner loops call are inlined (_TINY); the larger pieces are separate
+# functions that LLVM links in (first streamer step 18 s, per-frame and whole-sequence times
+# unchanged within noise).
+_INLINE = {"inline": "never", "error_model": "numpy", "fastmath": {"contract"}}
+_TINY = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
 
 # Past |x| = 7.9053 the rational approximation below is within 1 ulp of +-1 in float32.
 _TANH_CLAMP = np.float32(7.90531110763549805)
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _tanh_f32(a):
     """tanh for float32, max abs error 2.7e-7: a [13/6] rational approximation (as in Eigen).
 
@@ -49,18 +55,18 @@ def _tanh_f32(a):
     return x * p / q
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _sigmoid_f32(a):
     # sigma(a) = (1 + tanh(a / 2)) / 2: max abs error 1.7e-7, vectorisable like _tanh_f32.
     return np.float32(0.5) + np.float32(0.5) * _tanh_f32(np.float32(0.5) * a)
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _send(v, v_hat, theta, j, idx, val, n):
     """Slot n gets column j and its delta; v_hat[j] = v[j] if sent. Returns the new count.
 
@@ -102,7 +108,7 @@ def _encode(v, v_hat, theta, idx, val, mask):
     return n
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _pass(o, w, ws, idx, val, q, cnt, lo, hi):
     """``o[k - lo] += sum over the cnt (1 to 4) columns from slot q of val * ws * w[col, k]``,
     for k in [lo, hi).
@@ -141,7 +147,7 @@ def _pass(o, w, ws, idx, val, q, cnt, lo, hi):
             o[k] = o[k] + d0 * w0[k]
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _accumulate(w, ws, idx, val, n, m, split, shift):
     """``m[k'] += sum_q val[q] * ws[j] * w[j, k]`` (j = idx[q]) over a row k of ``w``; k' = k
     below ``split``, k + ``shift`` from there (the GRU's hidden columns skip M_xn).
@@ -173,7 +179,7 @@ def _count_union(idx, n, seen, stamp):
     return new
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _abs_sum(val, n):
     total = 0.0
     for q in range(n):
@@ -255,7 +261,7 @@ def _encode_inputs(
                 ux[t0 + t] += _count_union(idx[t, b], n, seen_x, t0 + t + stamp)
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _total(sent, steps):
     """Sent input columns over the first ``steps`` rows of a chunk, all samples."""
     total = 0
@@ -315,7 +321,7 @@ def _nonzero(v, idx, val):
     return n
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _bounded(m, bound):
     """Whether every element of m is finite and at most ``bound`` in magnitude."""
     ok = True
@@ -485,7 +491,7 @@ def lstm_sequence(
 ) = range(34)  # fmt: skip
 
 
-@njit(**_INLINE)
+@njit(**_TINY)
 def _row(buf, start, b, n):
     """Row b of the (B, n) array stored at ``start``."""
     return buf[start + b * n : start + (b + 1) * n]
