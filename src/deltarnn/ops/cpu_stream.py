@@ -201,7 +201,7 @@ class StackStreamer:
         self._dtype = packed[0].dtype
         self._frame_shape = (batch, packed[0].input_size)
         self._out_shape = (batch, packed[-1].hidden_size)
-        self._out_buffer = np.zeros(self._out_shape, np_dtype)
+        self._out_spare = torch.zeros(self._out_shape, dtype=self._dtype)
         self._count = bool(count)
         self._fast = np_dtype == np.float32
         self._lean, self._bound = float(LEAN_OCCUPANCY), float(MEMORY_BOUND)
@@ -241,48 +241,62 @@ class StackStreamer:
 
     def step(self, frame: Tensor, out: Tensor | None = None) -> Tensor:
         """Advance every layer by one frame (B, I); the last layer's h (B, H), fresh or ``out``."""
-        try:
-            x = frame.numpy()
-        except (AttributeError, RuntimeError, TypeError):  # not a tensor; or grad, or a device
-            x = _frame_array(frame, self._frame_shape)
-        if x.shape != self._frame_shape:
-            raise ShapeError(
-                f"frame must have shape {self._frame_shape} (B, I), got {tuple(x.shape)}"
-            )
-        if x.dtype != self._np_dtype:
-            raise DTypeError(f"frame must be {self._dtype}, got {frame.dtype}")
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
+        # The kernel takes the frame and the output by address: checking a tensor's attributes
+        # costs less than making NumPy views of two tensors (about 0.6 us each) at every frame.
+        if not (
+            isinstance(frame, Tensor)
+            and frame.dtype is self._dtype
+            and frame.is_cpu
+            and frame.layout is torch.strided
+            and frame.shape == self._frame_shape
+            and frame.is_contiguous()
+        ):
+            frame = self._frame(frame)
         if out is None:
-            result = torch.empty(self._out_shape, dtype=self._dtype)
-            y = result.numpy()
+            result = target = torch.empty(self._out_shape, dtype=self._dtype)
         else:
-            result = out
-            y = self._out_array(out)
+            result, target = out, self._out_target(out)
         self._steps += 1
         self._kernel(
-            x, y, self._fbuf, self._ibuf, self._wbuf, self._layout, self._steps, self._count,
-            self._fast, self._resync_every, self._lean, self._bound,
+            frame.data_ptr(), target.data_ptr(), self._frame_shape[0], self._fbuf, self._ibuf,
+            self._wbuf, self._layout, self._steps, self._count, self._fast, self._resync_every,
+            self._lean, self._bound,
         )  # fmt: skip
         self._counted = True
-        if y is self._out_buffer:
-            out.copy_(torch.from_numpy(y))
+        if target is not result:
+            out.copy_(target)
         return result
 
-    def _out_array(self, out: Tensor) -> np.ndarray:
-        """``out``'s memory when the kernel can write it directly, else the spare buffer."""
+    def _frame(self, frame) -> Tensor:
+        """A frame the fast check in :meth:`step` did not pass: an error, or a contiguous copy."""
+        shape = self._frame_shape
+        if not isinstance(frame, Tensor):
+            raise ShapeError(
+                f"frame must be a tensor of shape {shape} (B, I), got {type(frame).__name__}"
+            )
+        if frame.device.type != "cpu" or frame.layout is not torch.strided:
+            raise DeviceError(f"frame must be a dense tensor on the CPU, got {frame.device}")
+        if tuple(frame.shape) != shape:
+            raise ShapeError(f"frame must have shape {shape} (B, I), got {tuple(frame.shape)}")
+        if frame.dtype != self._dtype:
+            raise DTypeError(f"frame must be {self._dtype}, got {frame.dtype}")
+        return frame.detach().contiguous()
+
+    def _out_target(self, out: Tensor) -> Tensor:
+        """``out`` when the kernel can write it directly, else the spare output tensor."""
         if not isinstance(out, Tensor) or tuple(out.shape) != self._out_shape:
             raise ShapeError(
                 f"out must be a tensor of shape {self._out_shape} (B, H), got "
                 f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
             )
-        if out.dtype != self._dtype or out.device.type != "cpu":
+        if out.dtype != self._dtype or out.device.type != "cpu" or out.layout is not torch.strided:
             raise DTypeError(
-                f"out must be {self._dtype} on the CPU, got {out.dtype} on {out.device}"
+                f"out must be a dense {self._dtype} tensor on the CPU, got {out.dtype} on "
+                f"{out.device}"
             )
         if out.is_contiguous() and not out.requires_grad:
-            return out.numpy()
-        return self._out_buffer
+            return out
+        return self._out_spare
 
     @property
     def steps(self) -> int:
@@ -312,14 +326,3 @@ class StackStreamer:
             DeltaCounts(*(torch.from_numpy(a.copy()) for a in layer.counts))
             for layer in self._layers
         ]
-
-
-def _frame_array(frame, shape: tuple[int, int]) -> np.ndarray:
-    """A frame that ``Tensor.numpy`` refused: detached if it needs grad, else an error."""
-    if not isinstance(frame, Tensor):
-        raise ShapeError(
-            f"frame must be a tensor of shape {shape} (B, I), got {type(frame).__name__}"
-        )
-    if frame.device.type != "cpu":
-        raise DeviceError(f"frame must be on the CPU, got {frame.device}")
-    return frame.detach().numpy()
