@@ -3,14 +3,15 @@
 Packed weights and streamers hold copies (another layout, another dtype) of a module's
 parameters and thresholds. A copy is valid while every source tensor is
 
-* the same object in the module (not replaced by a new ``nn.Parameter`` or buffer),
-* pointing at the same memory (not re-pointed by ``.data = ...`` or ``.set_(...)``), and
+* at the same memory (not replaced by a new ``nn.Parameter`` or buffer, not re-pointed by
+  ``.data = ...`` or ``.set_(...)``), and
 * at the same version (no in-place write through torch: ``copy_``, ``add_``, optimizer steps,
   ``load_state_dict``).
 
 The watch holds a reference to every source tensor, so their memory cannot be freed and reused
 by a new tensor at the same address while the copy exists. Writes that torch itself does not
-track are not seen: writing through a NumPy view (``p.detach().numpy()[...] = ...``), and, for
+track are not seen: writing through a NumPy view (``p.detach().numpy()[...] = ...``) or through
+``p.data`` (``p.data.copy_(...)``: ``.data`` has a version counter of its own), and, for
 inference tensors (created under ``torch.inference_mode()``, which keep no version counter),
 in-place writes made inside inference mode.
 """
@@ -18,7 +19,7 @@ in-place writes made inside inference mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter, eq, getitem, is_
+from operator import attrgetter, getitem
 
 from torch import Tensor
 
@@ -38,19 +39,26 @@ class TensorWatch:
         self._names = [n for _, n in sources]
         self.tensors: tuple[Tensor, ...] = tuple(map(getitem, self._maps, self._names))
         self._pointers = tuple(map(Tensor.data_ptr, self.tensors))
-        self._versioned = [t for t in self.tensors if not t.is_inference()]
-        self._versions = tuple(map(_VERSION, self._versioned))
+        versioned = [k for k, t in enumerate(self.tensors) if not t.is_inference()]
+        self._all_versioned = len(versioned) == len(self.tensors)
+        self._vmaps = [self._maps[k] for k in versioned]
+        self._vnames = [self._names[k] for k in versioned]
+        self._versions = tuple(_VERSION(self.tensors[k]) for k in versioned)
 
     def changed(self) -> bool:
         """Whether a source tensor was replaced, re-pointed or written in place (cheap: no data
         is read)."""
-        # Built of map() and all() without intermediate tuples: a streamer calls this at every
-        # frame, and it must neither allocate per call nor cost more than a few hundred ns.
+        # A streamer calls this at every frame: a few C-level passes, no per-tensor Python.
+        # A replaced tensor is told by its memory: the old one is held here, so a new tensor
+        # cannot be at its address unless it is a view of the same memory, which holds the same
+        # values. The versions are the current tensors', so writes through such a view are
+        # seen too (a replacement that is an inference tensor has none: it raises, "changed").
         try:
-            return not (
-                all(map(is_, map(getitem, self._maps, self._names), self.tensors))
-                and all(map(eq, map(Tensor.data_ptr, self.tensors), self._pointers))
-                and all(map(eq, map(_VERSION, self._versioned), self._versions))
-            )
-        except (KeyError, TypeError):  # a source was deleted or set to None
+            current = tuple(map(getitem, self._maps, self._names))
+            if tuple(map(Tensor.data_ptr, current)) != self._pointers:
+                return True
+            if not self._all_versioned:
+                current = map(getitem, self._vmaps, self._vnames)
+            return tuple(map(_VERSION, current)) != self._versions
+        except (KeyError, TypeError, RuntimeError):  # deleted, set to None, no version counter
             return True

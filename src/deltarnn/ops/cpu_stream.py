@@ -253,7 +253,7 @@ class StackStreamer:
         ):
             frame = self._frame(frame)
         if out is None:
-            result = target = torch.empty(self._out_shape, dtype=self._dtype)
+            result = target = torch.empty_like(self._out_spare)  # faster than torch.empty
         else:
             result, target = out, self._out_target(out)
         self._steps += 1
