@@ -3,9 +3,10 @@
 A call through the generic path (``_DeltaRNNBase._run``) checks every parameter, resolves the
 backend, converts the thresholds, looks up the packed weights and copies the state in: about
 100 µs of Python per layer at batch 1, several times the compiled step itself. A
-:class:`CallPlan` holds all of that for one batch size of a module on the cpu backend (one
-:class:`deltarnn.ops.cpu.LayerCall` per layer), so that a call that fits it costs a few cheap
-checks, a copy of the state and the compiled step.
+:class:`CallPlan` holds all of that for one batch size of a module on the cpu backend (the
+module's :class:`deltarnn.ops.cpu_stream.StackStreamer`, whose ``advance`` is the functional
+form of a streamer's step), so that a call that fits it costs a few cheap checks, a copy of the
+state in and out, and one compiled call for the whole layer stack.
 
 A plan is used while none of the module's parameters and thresholds changed since it was built
 (a :class:`~deltarnn.nn.watch.TensorWatch`: replaced, re-pointed or written in place); then it is
@@ -22,12 +23,13 @@ cheap check.
 
 from __future__ import annotations
 
-import numpy as np
+import threading
+
 import torch
 from torch import Tensor, nn
 
 from ..functional import DeltaCounts
-from ..ops import select_backend
+from ..ops import LayerParams, select_backend
 from . import capture
 from . import validate as V
 from .watch import TensorWatch
@@ -49,13 +51,15 @@ class CallPlan:
 
     Attributes:
         watch: the module's parameters and thresholds, as they were when the plan was built.
-        layers: one ``LayerCall`` per layer, or ``None`` when such calls take the generic path.
+        engine: the cpu backend's stack streamer of the module's layers
+            (:class:`deltarnn.ops.cpu_stream.StackStreamer`), whose ``advance`` a call runs; or
+            ``None`` when such calls take the generic path.
     """
 
     def __init__(self, module: nn.Module, batch: int) -> None:
         sources = [s for k in range(module.num_layers) for s in module._layer_sources(k, True)]
         self.watch = TensorWatch(sources)
-        self.layers = None
+        self.engine = None
         like = module._like
         if any(t.is_inference() for t in self.watch.tensors) or module._compute_dtype != like.dtype:
             return
@@ -64,17 +68,22 @@ class CallPlan:
             backend = select_backend(module.backend, like.device, like.dtype, False)
         except Exception:  # noqa: BLE001 - the generic path raises it, with its message
             return
-        if not hasattr(backend, "LayerCall"):
+        if backend.NAME != "cpu":
             return
         self.backend = backend.NAME
-        self.np_dtype = np.dtype(str(like.dtype).removeprefix("torch."))
-        self.hidden = module.hidden_size
-        self.layers = [
-            backend.LayerCall(
-                module.mode, module._packed_weights(k, backend), *module.thresholds(k), batch
-            )
-            for k in range(module.num_layers)
-        ]
+        self.dtype = like.dtype
+        self.lock = threading.Lock()  # the engine's buffers serve one call at a time
+        with torch.no_grad():
+            layers = [
+                LayerParams(*(None if t is None else t.detach() for t in params))
+                for params in (
+                    (*module.layer_weights(k), *module.thresholds(k))
+                    for k in range(module.num_layers)
+                )
+            ]
+            initial = module.initial_state(batch)
+        # No periodic re-sync: the generic path's rule (the memory bound only).
+        self.engine = backend.StackStreamer(module.mode, layers, initial, resync_every=0)
 
 
 def planned_call(
@@ -113,33 +122,32 @@ def planned_call(
         plans[batch] = plan
         while len(plans) > MAX_PLANS:
             del plans[next(iter(plans))]
-    layers = plan.layers
-    if layers is None or not isinstance(x, Tensor) or x.shape != frame_shape:
+    engine = plan.engine
+    if (
+        engine is None
+        or not isinstance(x, Tensor)
+        or x.shape != frame_shape
+        or x.dtype is not plan.dtype
+        or not x.is_cpu
+        or x.layout is not torch.strided
+        or not x.is_contiguous()
+    ):
         return None
     if torch.is_grad_enabled() and (
         x.requires_grad or any(t.requires_grad for t in plan.watch.tensors)
     ):
         return None
+    if not isinstance(state, tuple) or len(state) != module.num_layers:
+        return None
+    if not plan.lock.acquire(blocking=False):
+        return None  # another thread is in a call of this plan: the generic path
     try:
-        frame = x.numpy()
-    except (RuntimeError, TypeError):  # not on the CPU (gradients were ruled out above)
-        return None
-    if frame.dtype != plan.np_dtype:
-        return None
-    frame = np.ascontiguousarray(frame).reshape(1, batch, -1)
-    if not isinstance(state, tuple) or len(state) != len(layers):
-        return None
-    kept = [layer.kept_block(s) for layer, s in zip(layers, state, strict=True)]
-    if any(block is None for block in kept):
-        module._check_state(state, batch)  # a state it did not return: the full check
+        output = torch.empty(out_shape, dtype=plan.dtype)
+        new_state, counts = engine.advance(
+            x, state, output, count, check=lambda s: module._check_state(s, batch)
+        )
+    finally:
+        plan.lock.release()
     if module.last_backend != plan.backend:
         module.__dict__["last_backend"] = plan.backend  # nn.Module.__setattr__ costs µs
-    output = np.empty(out_shape, plan.np_dtype)
-    last = len(layers) - 1
-    new_states, counts = [], []
-    for k, layer in enumerate(layers):
-        out = output.reshape(1, batch, -1) if k == last else None
-        frame, s, c = layer.run(frame, state[k], count, out, kept[k])
-        new_states.append(s)
-        counts.append(c)
-    return torch.from_numpy(output), tuple(new_states), (counts if count else None)
+    return output, new_state, counts

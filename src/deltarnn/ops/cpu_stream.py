@@ -14,6 +14,7 @@ writes straight into the tensor :meth:`StackStreamer.step` returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import is_
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor
 from ..errors import BackendError, ConfigError, DeviceError, DTypeError, ShapeError
 from ..functional import MEMORY_BOUND, RESYNC_EVERY, DeltaCounts, DeltaGRUState, DeltaLSTMState
 from ..functional.checks import check_threshold
+from ..functional.state import _NO_STEPS
 from . import LayerParams
 from .cpu import (
     BLOCK_BYTES,
@@ -59,26 +61,38 @@ class _Arena:
 class _Layer:
     """Where one layer's arrays live in the flat buffers, and NumPy views of its state."""
 
-    def __init__(self, packed: CPUPacked, batch: int, last: bool, arenas, row: np.ndarray):
+    def __init__(self, packed: CPUPacked, batch: int, row: np.ndarray):
+        self.packed, self.batch, self.lstm = packed, batch, packed.gates == 4
+        self.row = row
+        inputs, hidden = packed.input_size, packed.hidden_size
         K = _kernels
+        # the float fields of the layer state, in the order of its type's fields
+        self.state_sizes = [(K.F_H, batch * hidden)]
+        if self.lstm:
+            self.state_sizes.append((K.F_C, batch * hidden))
+        self.state_sizes += [
+            (K.F_XHAT, batch * inputs), (K.F_HHAT, batch * hidden), (K.F_M, batch * 4 * hidden)
+        ]  # fmt: skip
+
+    def take_state(self, f: _Arena) -> None:
+        for field, n in self.state_sizes:
+            self.row[field] = f.take(n)
+
+    def take_work(self, last: bool, arenas) -> None:
+        """The rest: constants, counts and work buffers."""
+        K, packed, batch, row = _kernels, self.packed, self.batch, self.row
         f, i, w = arenas
         inputs, hidden = packed.input_size, packed.hidden_size
         widest = max(inputs, hidden)
-        self.packed, self.batch, self.lstm = packed, batch, packed.gates == 4
         rows = packed.wx.shape[1]
         row[K.L_INPUTS], row[K.L_HIDDEN] = inputs, hidden
         # the column block of the input products, as the sequence kernel's (cpu._work)
         row[K.L_BLOCK] = max(4, BLOCK_BYTES // max(rows * packed.np_dtype.itemsize, 1))
-        sizes = {
-            K.F_H: batch * hidden, K.F_XHAT: batch * inputs, K.F_HHAT: batch * hidden,
-            K.F_M: batch * 4 * hidden, K.F_M0: 4 * hidden, K.F_THETA_X: inputs,
-            K.F_THETA_H: hidden, K.F_SX: inputs, K.F_SH: hidden,
-            K.F_OUT: 0 if last else batch * hidden, K.F_VAL: widest,
+        for field, n in {
+            K.F_M0: 4 * hidden, K.F_THETA_X: inputs, K.F_THETA_H: hidden, K.F_SX: inputs,
+            K.F_SH: hidden, K.F_OUT: 0 if last else batch * hidden, K.F_VAL: widest,
             K.F_VAL_X: batch * inputs, K.F_GX: batch * rows, K.F_ABS_X: batch, K.F_ABS_H: batch,
-        }  # fmt: skip
-        if self.lstm:
-            sizes[K.F_C] = batch * hidden
-        for field, n in sizes.items():
+        }.items():  # fmt: skip
             row[field] = f.take(n)
         for field, n in {
             K.I_SINCE: batch, K.I_IDX: widest, K.I_IDX_X: batch * inputs, K.I_SENT: batch,
@@ -88,7 +102,6 @@ class _Layer:
             row[field] = i.take(n)
         row[K.W_X] = w.take(packed.wx.size)
         row[K.W_H] = w.take(packed.wh.size)
-        self.row = row
 
     def bind(self, fbuf: np.ndarray, ibuf: np.ndarray, wbuf: np.ndarray) -> None:
         """Make the views of the state and counts, and copy the constant arrays in."""
@@ -181,10 +194,13 @@ class StackStreamer:
         np_dtype = packed[0].np_dtype
         self._layout = np.zeros((len(packed), _kernels.LAYOUT_FIELDS), np.int64)
         arenas = (_Arena(), _Arena(), _Arena())
-        self._layers = [
-            _Layer(p, batch, k == len(packed) - 1, arenas, self._layout[k])
-            for k, p in enumerate(packed)
-        ]
+        self._layers = [_Layer(p, batch, self._layout[k]) for k, p in enumerate(packed)]
+        # Every layer's state first, in one block (``advance`` copies it in and out whole).
+        for layer in self._layers:
+            layer.take_state(arenas[0])
+        self._state_size = arenas[0].size
+        for k, layer in enumerate(self._layers):
+            layer.take_work(k == len(packed) - 1, arenas)
         self._fbuf = arenas[0].build(np_dtype)
         self._ibuf = arenas[1].build(np.int64)
         self._wbuf = arenas[2].build(packed[0].wx.dtype)
@@ -206,6 +222,17 @@ class StackStreamer:
         self._fast = np_dtype == np.float32
         self._lean, self._bound = float(LEAN_OCCUPANCY), float(MEMORY_BOUND)
         self._counted = False
+        # advance(): the state block's fields, as (start, end, (B, n)) and their sizes
+        self._parts = []
+        for layer in self._layers:
+            for field, n in layer.state_sizes:
+                start = int(layer.row[field])
+                self._parts.append((start, start + n, (batch, n // batch)))
+        self._split_sizes = [b - a for a, b, _ in self._parts]
+        self._field_shapes = tuple(torch.Size(shape) for _, _, shape in self._parts)
+        self._state_region = self._fbuf[: self._state_size]
+        # (state, its block, its float fields, their data pointers): what advance returned last
+        self._last: tuple = (None, None, None, None)
         self.load_state(state)
 
     @property
@@ -219,6 +246,16 @@ class StackStreamer:
 
     def load_state(self, state: tuple) -> None:
         """Continue from ``state`` (one layer state per layer, same batch); copied in."""
+        self._write_state(state)
+        for layer, s in zip(self._layers, state, strict=True):
+            layer.since_given = s.since_sync.detach().clone()  # returned as given without re-sync
+            for seen in layer.seen:
+                seen[...] = 0  # restart the step stamps of the batch-union counts
+        self._steps = 0
+        self._counted = False
+
+    def _write_state(self, state: tuple) -> None:
+        """Copy ``state`` (checked) into the buffers."""
         if not isinstance(state, (tuple, list)) or len(state) != len(self._layers):
             raise ShapeError(
                 f"state must be a tuple of {len(self._layers)} {self._state_type.__name__}"
@@ -229,15 +266,10 @@ class StackStreamer:
             for s, layer in zip(state, self._layers, strict=True)
         ]
         since = [_since_array(s.since_sync, batch) for s in state]
-        for layer, fields, s, counter in zip(self._layers, arrays, state, since, strict=True):
+        for layer, fields, counter in zip(self._layers, arrays, since, strict=True):
             for buffer, array in zip(layer.state, fields, strict=True):
                 buffer[...] = array
             layer.since[...] = counter
-            layer.since_given = s.since_sync.detach().clone()  # returned as given without re-sync
-            for seen in layer.seen:
-                seen[...] = 0  # restart the step stamps of the batch-union counts
-        self._steps = 0
-        self._counted = False
 
     def step(self, frame: Tensor, out: Tensor | None = None) -> Tensor:
         """Advance every layer by one frame (B, I); the last layer's h (B, H), fresh or ``out``."""
@@ -256,16 +288,95 @@ class StackStreamer:
             result = target = torch.empty_like(self._out_spare)  # faster than torch.empty
         else:
             result, target = out, self._out_target(out)
-        self._steps += 1
-        self._kernel(
-            frame.data_ptr(), target.data_ptr(), self._frame_shape[0], self._fbuf, self._ibuf,
-            self._wbuf, self._layout, self._steps, self._count, self._fast, self._resync_every,
-            self._lean, self._bound,
-        )  # fmt: skip
-        self._counted = True
+        self._run(frame, target, self._count)
         if target is not result:
             out.copy_(target)
         return result
+
+    def _run(self, frame: Tensor, out: Tensor, count: bool) -> None:
+        """The compiled step: frame and out contiguous, of the right dtype and size (checked)."""
+        self._steps += 1
+        self._kernel(
+            frame.data_ptr(), out.data_ptr(), self._frame_shape[0], self._fbuf, self._ibuf,
+            self._wbuf, self._layout, self._steps, count, self._fast, self._resync_every,
+            self._lean, self._bound,
+        )  # fmt: skip
+        self._counted = count
+
+    def advance(self, frame: Tensor, state: tuple, out: Tensor, count: bool = False, check=None):
+        """The functional form of :meth:`step`, what ``module.stream`` at T = 1 and the cells
+        run (:mod:`deltarnn.nn.call_plan`): ``state`` in, one frame, a new state out; ``state``
+        itself is never modified, and the streamer's own state is overwritten.
+
+        The state's float fields are copied in, advanced, and copied out into one new block,
+        whose views are the new state's tensors. A state that this method returned last,
+        untouched since (the same tensors at the same memory, of the same shapes; their values
+        may have been written), is copied in as that one block without its checks. Without a
+        re-sync period, ``since_sync`` is returned as given (a copy; the shared default as is).
+
+        Args:
+            frame: a C-contiguous CPU tensor of the streamer's dtype holding B*I values in
+                (B, I) order, any shape; out: the same for the B*H values of the last layer's
+                h. The caller checks both (``call_plan.planned_call`` does).
+            state: one layer state per layer, batch B.
+            count: also return the step's send counts.
+            check: called with ``state`` before a state that is not the kept block is copied
+                in (the caller's own checks, with its messages).
+
+        Returns:
+            ``(new state, a DeltaCounts per layer or None)``.
+        """
+        block = self._kept_block(state)
+        kept = block is not None
+        if kept:
+            self._state_region[...] = block
+            if self._resync_every > 0:
+                for layer, s in zip(self._layers, state, strict=True):
+                    layer.since[...] = _since_array(s.since_sync, self.batch_size)
+        else:
+            if check is not None:
+                check(state)
+            self._write_state(state)
+        self._run(frame, out, count)
+        block = self._state_region.copy()
+        if self.batch_size == 1:  # (1, n) views by one split: cheaper than one view a field
+            fields = torch.from_numpy(block.reshape(1, -1)).split_with_sizes(self._split_sizes, 1)
+        else:
+            fields = [torch.from_numpy(block[a:b].reshape(shape)) for a, b, shape in self._parts]
+        states, start = [], 0
+        for layer, s in zip(self._layers, state, strict=True):
+            end = start + len(layer.state)
+            if self._resync_every > 0:
+                since = torch.from_numpy(layer.since.copy())
+            else:
+                # A since_sync this method returned is passed on (nothing writes it); one from
+                # elsewhere is copied, so that the new state shares no tensor with the caller's.
+                given = s.since_sync
+                since = given if kept or given is _NO_STEPS else given.clone()
+            states.append(self._state_type(*fields[start:end], since))
+            start = end
+        states = tuple(states)
+        self._last = (states, block, fields, tuple(map(Tensor.data_ptr, fields)))
+        return states, (self._read_counts() if count else None)
+
+    def _kept_block(self, state) -> np.ndarray | None:
+        """The block of ``state`` if it is the state :meth:`advance` returned last, untouched."""
+        last, block, fields, pointers = self._last
+        if (
+            last is None
+            or not isinstance(state, tuple)
+            or len(state) != len(last)
+            or not all(map(is_, state, last))
+        ):
+            return None
+        # The same layer states hold the same tensors (tuples are immutable): were they
+        # re-pointed (set_, .data =) or reshaped in place since?
+        if (
+            tuple(map(Tensor.data_ptr, fields)) == pointers
+            and tuple(map(Tensor.size, fields)) == self._field_shapes
+        ):
+            return block
+        return None
 
     def _frame(self, frame) -> Tensor:
         """A frame the fast check in :meth:`step` did not pass: an error, or a contiguous copy."""
@@ -322,6 +433,9 @@ class StackStreamer:
             raise BackendError("counts() needs a streamer built with count=True")
         if not self._counted:
             raise BackendError("counts() has nothing to report before the first step")
+        return self._read_counts()
+
+    def _read_counts(self) -> list[DeltaCounts]:
         return [
             DeltaCounts(*(torch.from_numpy(a.copy()) for a in layer.counts))
             for layer in self._layers
