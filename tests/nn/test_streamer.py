@@ -193,14 +193,16 @@ def test_cpu_step_allocates_nothing(kind):
     """No buffer allocated per step (with ``out=``): a step's NumPy memory is its own buffers."""
     module = make(kind, 3, torch.float64, inputs=64, hidden=256)
     streamer = module.streamer(2, count=True, backend="cpu")
-    x = list(frames(60, 2, 64, torch.float64, awkward=False))  # the frames' objects made here
+    x = list(frames(360, 2, 64, torch.float64, awkward=False))  # the frames' objects made here
     out = torch.empty(2, 256, dtype=torch.float64)
-    for frame in x[:5]:
+    # Warm up until CPython's free lists (lists, tuples: kept for reuse, never returned) hold
+    # what a step's transient containers need; after that a step draws on them.
+    for frame in x[:300]:
         streamer.step(frame, out=out)
     tracemalloc.start()
     try:
         start, _ = tracemalloc.get_traced_memory()
-        for frame in x[5:]:
+        for frame in x[300:]:
             streamer.step(frame, out=out)
         current, peak = tracemalloc.get_traced_memory()
     finally:

@@ -73,6 +73,7 @@ class CallPlan:
         self.backend = backend.NAME
         self.dtype = like.dtype
         self.lock = threading.Lock()  # the engine's buffers serve one call at a time
+        self.outputs: dict[tuple, Tensor] = {}  # an empty tensor of each output shape seen
         with torch.no_grad():
             layers = [
                 LayerParams(*(None if t is None else t.detach() for t in params))
@@ -142,7 +143,10 @@ def planned_call(
     if not plan.lock.acquire(blocking=False):
         return None  # another thread is in a call of this plan: the generic path
     try:
-        output = torch.empty(out_shape, dtype=plan.dtype)
+        template = plan.outputs.get(out_shape)
+        if template is None:
+            template = plan.outputs[out_shape] = torch.empty(out_shape, dtype=plan.dtype)
+        output = torch.empty_like(template)  # faster than torch.empty(shape)
         new_state, counts = engine.advance(
             x, state, output, count, check=lambda s: module._check_state(s, batch)
         )

@@ -38,12 +38,12 @@ class TensorWatch:
         self._maps = [m for m, _ in sources]
         self._names = [n for _, n in sources]
         self.tensors: tuple[Tensor, ...] = tuple(map(getitem, self._maps, self._names))
-        self._pointers = tuple(map(Tensor.data_ptr, self.tensors))
+        self._pointers = list(map(Tensor.data_ptr, self.tensors))
         versioned = [k for k, t in enumerate(self.tensors) if not t.is_inference()]
         self._all_versioned = len(versioned) == len(self.tensors)
         self._vmaps = [self._maps[k] for k in versioned]
         self._vnames = [self._names[k] for k in versioned]
-        self._versions = tuple(_VERSION(self.tensors[k]) for k in versioned)
+        self._versions = [_VERSION(self.tensors[k]) for k in versioned]
 
     def changed(self) -> bool:
         """Whether a source tensor was replaced, re-pointed or written in place (cheap: no data
@@ -53,12 +53,14 @@ class TensorWatch:
         # cannot be at its address unless it is a view of the same memory, which holds the same
         # values. The versions are the current tensors', so writes through such a view are
         # seen too (a replacement that is an inference tensor has none: it raises, "changed").
+        # Lists, not tuples: tuple(map(...)) grows its guess by a resize, and the resized
+        # tuples pile up in CPython's tuple free lists (memory that grows with every frame).
         try:
-            current = tuple(map(getitem, self._maps, self._names))
-            if tuple(map(Tensor.data_ptr, current)) != self._pointers:
+            current = list(map(getitem, self._maps, self._names))
+            if list(map(Tensor.data_ptr, current)) != self._pointers:
                 return True
             if not self._all_versioned:
                 current = map(getitem, self._vmaps, self._vnames)
-            return tuple(map(_VERSION, current)) != self._versions
+            return list(map(_VERSION, current)) != self._versions
         except (KeyError, TypeError, RuntimeError):  # deleted, set to None, no version counter
             return True

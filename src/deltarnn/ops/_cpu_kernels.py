@@ -402,8 +402,9 @@ def _sequence(
         )
         # Below ``lean`` input occupancy, batching the chunk's products saves few weight bytes
         # (each column is used by few steps) and costs a pass over gx per block: add the sent
-        # columns straight into the memory at each step instead.
-        direct = _total(sent, tc) < lean * tc * batch * wx.shape[0]
+        # columns straight into the memory at each step instead. So does a chunk of one row
+        # (a frame of one sample), whose columns are each used once anyway.
+        direct = tc * batch == 1 or _total(sent, tc) < lean * tc * batch * wx.shape[0]
         if not direct:
             _input_products(wx, sx, idx_x, val_x, sent, tc, cursor, block, gx)
         for t in range(tc):
@@ -557,7 +558,7 @@ def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, l
         _row(ibuf, row[I_UX], 0, 1), _view(fbuf, row[F_ABS_X], (1, batch)),
         _row(ibuf, row[I_SEEN_X], 0, inputs), mask, stamp, count,
     )  # fmt: skip
-    direct = _total(sent, 1) < lean * batch * inputs
+    direct = batch == 1 or _total(sent, 1) < lean * batch * inputs  # as in _sequence
     gx = _view(fbuf, row[F_GX], (1, batch, rows))
     if not direct:
         cursor = _view(ibuf, row[I_CURSOR], (1, batch))
