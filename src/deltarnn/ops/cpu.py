@@ -722,5 +722,11 @@ def _state_arrays(state, state_type, packed: CPUPacked, batch: int) -> list[np.n
     return arrays
 
 
-# The backend's stack streamer (it imports this module, so it comes last).
-from .cpu_stream import StackStreamer as StackStreamer  # noqa: E402
+def __getattr__(name: str):
+    """The backend's stack streamer, ``StackStreamer``, from :mod:`.cpu_stream` on first use
+    (that module imports this one, so either can be imported first)."""
+    if name == "StackStreamer":
+        from .cpu_stream import StackStreamer
+
+        return StackStreamer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
