@@ -229,7 +229,7 @@ class StackStreamer:
                 start = int(layer.row[field])
                 self._parts.append((start, start + n, (batch, n // batch)))
         self._split_sizes = [b - a for a, b, _ in self._parts]
-        self._field_shapes = tuple(torch.Size(shape) for _, _, shape in self._parts)
+        self._field_shapes = [torch.Size(shape) for _, _, shape in self._parts]
         self._state_region = self._fbuf[: self._state_size]
         # (state, its block, its float fields, their data pointers): what advance returned last
         self._last: tuple = (None, None, None, None)
@@ -362,7 +362,7 @@ class StackStreamer:
             states.append(self._state_type(*fields[start:end], since))
             start = end
         states = tuple(states)
-        self._last = (states, block, fields, tuple(map(Tensor.data_ptr, fields)))
+        self._last = (states, block, fields, list(map(Tensor.data_ptr, fields)))
         return states, (self._read_counts() if count else None)
 
     def _kept_block(self, state) -> np.ndarray | None:
@@ -378,8 +378,8 @@ class StackStreamer:
         # The same layer states hold the same tensors (tuples are immutable): were they
         # re-pointed (set_, .data =) or reshaped in place since?
         if (
-            tuple(map(Tensor.data_ptr, fields)) == pointers
-            and tuple(map(Tensor.size, fields)) == self._field_shapes
+            list(map(Tensor.data_ptr, fields)) == pointers  # lists: see nn.watch
+            and list(map(Tensor.size, fields)) == self._field_shapes
         ):
             return block
         return None
