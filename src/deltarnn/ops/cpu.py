@@ -624,13 +624,16 @@ def _check_ready(packed: CPUPacked, kind: str) -> None:
 
 
 def _same_values(held: np.ndarray, theta) -> bool:
-    """Whether the tensor ``theta`` holds the values of ``held`` (same shape and dtype)."""
+    """Whether the tensor ``theta`` holds the values of ``held`` (same shape and dtype).
+
+    Compared as bytes (a few times faster than ``np.array_equal`` on a threshold's size): equal
+    bytes are equal values; the converse misses only -0.0 against 0.0, which rebuilds."""
     return (
         isinstance(theta, Tensor)
         and theta.dtype == _TORCH[held.dtype]
         and theta.device.type == "cpu"
         and theta.shape == held.shape
-        and bool(np.array_equal(held, theta.detach().numpy()))
+        and held.tobytes() == theta.detach().contiguous().numpy().tobytes()
     )
 
 
