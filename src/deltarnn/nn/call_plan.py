@@ -36,6 +36,7 @@ from .watch import TensorWatch
 
 # Batch sizes whose plans a module keeps (the oldest is dropped).
 MAX_PLANS = 8
+_STRIDED = torch.strided  # a module global: one lookup instead of two per call
 
 
 class PlanCache(dict):
@@ -130,7 +131,7 @@ def planned_call(
         or x.shape != frame_shape
         or x.dtype is not plan.dtype
         or not x.is_cpu
-        or x.layout is not torch.strided
+        or x.layout is not _STRIDED
         or not x.is_contiguous()
     ):
         return None
@@ -140,7 +141,8 @@ def planned_call(
         return None
     if not isinstance(state, tuple) or len(state) != module.num_layers:
         return None
-    if not plan.lock.acquire(blocking=False):
+    lock = plan.lock
+    if not lock.acquire(False):  # (positional: a keyword argument costs more)
         return None  # another thread is in a call of this plan: the generic path
     try:
         template = plan.outputs.get(out_shape)
@@ -151,7 +153,7 @@ def planned_call(
             x, state, output, count, check=lambda s: module._check_state(s, batch)
         )
     finally:
-        plan.lock.release()
+        lock.release()
     if module.last_backend != plan.backend:
         module.__dict__["last_backend"] = plan.backend  # nn.Module.__setattr__ costs µs
     return output, new_state, counts

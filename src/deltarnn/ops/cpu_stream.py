@@ -14,7 +14,7 @@ writes straight into the tensor :meth:`StackStreamer.step` returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import is_
+from operator import attrgetter, is_
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ from .cpu import (
 
 _STATE_TYPES = {"GRU": DeltaGRUState, "LSTM": DeltaLSTMState}
 _PACKERS = {"float32": pack, "int8": pack_int8}
+_DATA_PTR = Tensor.data_ptr
+_SINCE_SYNC = attrgetter("since_sync")
 
 
 class _Arena:
@@ -242,6 +244,9 @@ class StackStreamer:
                 start = int(layer.row[field])
                 self._parts.append((start, start + n, (batch, n // batch)))
         self._split_sizes = [b - a for a, b, _ in self._parts]
+        bounds = np.cumsum([0] + [len(layer.state) for layer in self._layers]).tolist()
+        # each layer's run of fields
+        self._layer_fields = list(zip(bounds[:-1], bounds[1:], strict=True))
         self._field_shapes = [torch.Size(shape) for _, _, shape in self._parts]
         self._state_region = self._fbuf[: self._state_size]
         # (state, its block, its float fields, their data pointers): what advance returned last
@@ -334,10 +339,22 @@ class StackStreamer:
         Returns:
             ``(new state, a DeltaCounts per layer or None)``.
         """
-        block = self._kept_block(state)
-        kept = block is not None
+        # The kept-state check inline: a method call and its tuple unpacking cost about as much
+        # as the check itself, at every frame.
+        last, block, fields, pointers = self._last
+        kept = (
+            last is not None
+            and type(state) is tuple
+            and len(state) == len(last)
+            and all(map(is_, state, last))
+            # The same layer states hold the same tensors (tuples are immutable): were they
+            # re-pointed (set_, .data =) or reshaped in place since? (Lists: see nn.watch.)
+            and list(map(_DATA_PTR, fields)) == pointers
+            and list(map(Tensor.size, fields)) == self._field_shapes
+        )
+        region = self._state_region
         if kept:
-            self._state_region[...] = block
+            region[...] = block
             if self._resync_every > 0:
                 for layer, s in zip(self._layers, state, strict=True):
                     layer.since[...] = _since_array(s.since_sync, self.batch_size)
@@ -346,45 +363,27 @@ class StackStreamer:
                 check(state)
             self._write_state(state)
         self._run(frame, out, count)
-        block = self._state_region.copy()
-        if self.batch_size == 1:  # (1, n) views by one split: cheaper than one view a field
+        block = region.copy()
+        if self._frame_shape[0] == 1:  # (1, n) views by one split: cheaper than one view a field
             fields = torch.from_numpy(block.reshape(1, -1)).split_with_sizes(self._split_sizes, 1)
         else:
             fields = [torch.from_numpy(block[a:b].reshape(shape)) for a, b, shape in self._parts]
-        states, start = [], 0
-        for layer, s in zip(self._layers, state, strict=True):
-            end = start + len(layer.state)
-            if self._resync_every > 0:
-                since = torch.from_numpy(layer.since.copy())
-            else:
-                # A since_sync this method returned is passed on (nothing writes it); one from
-                # elsewhere is copied, so that the new state shares no tensor with the caller's.
-                given = s.since_sync
-                since = given if kept or given is _NO_STEPS else given.clone()
-            states.append(self._state_type(*fields[start:end], since))
-            start = end
-        states = tuple(states)
-        self._last = (states, block, fields, list(map(Tensor.data_ptr, fields)))
+        if self._resync_every > 0:
+            since = [torch.from_numpy(layer.since.copy()) for layer in self._layers]
+        else:
+            since = list(map(_SINCE_SYNC, state))  # one this method returned: nothing writes it
+            if not kept:  # one from elsewhere is copied, so that the new state shares no tensor
+                since = [c if c is _NO_STEPS else c.clone() for c in since]  # with the caller's
+        new = self._state_type
+        if len(since) == 1:  # one layer (a cell): no loop
+            states = (new(*fields, since[0]),)
+        else:
+            states = []
+            for (a, b), c in zip(self._layer_fields, since, strict=True):
+                states.append(new(*fields[a:b], c))
+            states = tuple(states)
+        self._last = (states, block, fields, list(map(_DATA_PTR, fields)))
         return states, (self._read_counts() if count else None)
-
-    def _kept_block(self, state) -> np.ndarray | None:
-        """The block of ``state`` if it is the state :meth:`advance` returned last, untouched."""
-        last, block, fields, pointers = self._last
-        if (
-            last is None
-            or not isinstance(state, tuple)
-            or len(state) != len(last)
-            or not all(map(is_, state, last))
-        ):
-            return None
-        # The same layer states hold the same tensors (tuples are immutable): were they
-        # re-pointed (set_, .data =) or reshaped in place since?
-        if (
-            list(map(Tensor.data_ptr, fields)) == pointers  # lists: see nn.watch
-            and list(map(Tensor.size, fields)) == self._field_shapes
-        ):
-            return block
-        return None
 
     def _frame(self, frame) -> Tensor:
         """A frame the fast check in :meth:`step` did not pass: an error, or a contiguous copy."""
