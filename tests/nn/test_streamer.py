@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import tracemalloc
+import weakref
 
 import pytest
 import torch
@@ -285,6 +287,60 @@ def test_a_changed_module_is_never_served_stale(change):
         module.set_transforms()
         fresh = module.streamer(state=streamer.state(), backend=backend)  # picks the change up
         assert fresh.step(torch.zeros(1, 5)).shape == (1, 7)
+
+
+def test_a_streamer_outlives_its_module_and_lets_its_weights_go():
+    x = frames(20, 1, 5, torch.float32)
+    for backend in streamer_backends():
+        expected = _outputs(make("LSTM", 2, torch.float32).streamer(backend=backend), x)
+        module = make("LSTM", 2, torch.float32)
+        streamer = module.streamer(backend=backend)
+        parameter, gone = weakref.ref(module.weight_hh_l1), weakref.ref(module)
+        del module
+        gc.collect()
+        assert gone() is None  # the streamer does not keep its module alive
+        got = _outputs(streamer, x)
+        assert parameter() is None  # nor, after a step, the module's tensors
+        assert_same(got, expected, 0.0)
+        streamer.reset(streamer.state())  # states are still checked, with the module's rules
+        with pytest.raises(ShapeError, match=r"state\[1\]\.m must have shape"):
+            first, second = streamer.state()
+            streamer.reset((first, second._replace(m=second.m[:, :3])))
+
+
+def _optimizer_step(params):
+    with torch.no_grad():
+        params[0].add_(1)
+
+
+def _repoint(params):
+    params[2].data = params[2].detach() + 1
+
+
+@pytest.mark.parametrize("change", [_optimizer_step, _repoint])
+def test_tensors_that_outlive_their_module_are_still_watched(change):
+    for backend in streamer_backends():
+        module = make("GRU", 2, torch.float32)
+        streamer = module.streamer(backend=backend)
+        held = list(module.parameters())  # as an optimizer holds them
+        del module
+        gc.collect()
+        for _ in range(3):
+            streamer.step(torch.zeros(1, 5))
+        change(held)
+        with pytest.raises(StaleError, match="changed after this streamer was built"):
+            streamer.step(torch.zeros(1, 5))
+
+
+def test_a_change_made_just_before_the_module_went_is_seen():
+    for backend in streamer_backends():
+        module = make("GRU", 2, torch.float32)
+        streamer = module.streamer(backend=backend)
+        _write_bias(module)
+        del module
+        gc.collect()
+        with pytest.raises(StaleError, match="changed after this streamer was built"):
+            streamer.step(torch.zeros(1, 5))
 
 
 def test_refuses_transforms_and_training_dropout():

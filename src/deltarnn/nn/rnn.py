@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -291,29 +292,13 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         return N.cast_state(tuple(states), self._compute_dtype)
 
     def _check_state(self, state: DeltaRNNState, batch: int) -> None:
-        state_type = DeltaGRUState if self.mode == "GRU" else DeltaLSTMState
-        if not isinstance(state, (tuple, list)) or len(state) != self.num_layers:
-            raise ShapeError(
-                f"state must be a tuple of num_layers={self.num_layers} {state_type.__name__}"
-            )
-        # the state is held in the dtype the layers compute in (float64 when deterministic)
-        param = self._like.new_empty(0, dtype=self._compute_dtype)
-        for k, s in enumerate(state):
-            if not isinstance(s, state_type):
-                raise ShapeError(
-                    f"state[{k}] must be a {state_type.__name__}, got {type(s).__name__}"
-                )
-            features, hidden = self.layer_sizes(k)
-            sizes = self._state_sizes(features, hidden)
-            for field, size in zip(s._fields[: len(sizes)], sizes, strict=True):
-                V.check_shape(getattr(s, field), f"state[{k}].{field}", (batch, size), param)
-            _check_since_sync(s.since_sync, f"state[{k}].since_sync", batch, param.device)
+        self._state_spec().check(state, batch)
 
-    def _state_sizes(self, features: int, hidden: int) -> tuple[int, ...]:
-        """Widths of the state's float fields (all but ``since_sync``), in field order."""
-        if self.mode == "GRU":
-            return hidden, features, hidden, 4 * hidden
-        return hidden, hidden, features, hidden, 4 * hidden
+    def _state_spec(self) -> StateSpec:
+        # the state is held in the dtype the layers compute in (float64 when deterministic)
+        like = self._like.new_empty(0, dtype=self._compute_dtype)
+        sizes = tuple(self.layer_sizes(k) for k in range(self.num_layers))
+        return StateSpec(self.mode, sizes, like)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -476,6 +461,41 @@ def _theta_repr(per_layer: tuple[Tensor, ...]) -> str:
 
     shown = [one(t) for t in per_layer]
     return shown[0] if len(set(shown)) == 1 else "[" + ", ".join(shown) + "]"
+
+
+class StateSpec(NamedTuple):
+    """What a module's per-layer state must be, without the module (a :class:`Streamer`
+    checks the states it is given by it, also after its module is gone).
+
+    Attributes:
+        mode: ``"GRU"`` or ``"LSTM"``.
+        sizes: (input features, hidden units) of each layer.
+        like: an empty tensor of the state's dtype (the layers' compute dtype) and device.
+    """
+
+    mode: str
+    sizes: tuple[tuple[int, int], ...]
+    like: Tensor
+
+    def check(self, state: DeltaRNNState, batch: int) -> None:
+        """Raise a specific error unless ``state`` is a tuple of one state per layer, batch B."""
+        state_type = DeltaGRUState if self.mode == "GRU" else DeltaLSTMState
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.sizes):
+            raise ShapeError(
+                f"state must be a tuple of num_layers={len(self.sizes)} {state_type.__name__}"
+            )
+        for k, (s, (features, hidden)) in enumerate(zip(state, self.sizes, strict=True)):
+            if not isinstance(s, state_type):
+                raise ShapeError(
+                    f"state[{k}] must be a {state_type.__name__}, got {type(s).__name__}"
+                )
+            if self.mode == "GRU":  # the widths of the float fields, in field order
+                widths = hidden, features, hidden, 4 * hidden
+            else:
+                widths = hidden, hidden, features, hidden, 4 * hidden
+            for field, size in zip(s._fields[: len(widths)], widths, strict=True):
+                V.check_shape(getattr(s, field), f"state[{k}].{field}", (batch, size), self.like)
+            _check_since_sync(s.since_sync, f"state[{k}].since_sync", batch, self.like.device)
 
 
 def _check_since_sync(since: Tensor, name: str, batch: int, device: torch.device) -> None:

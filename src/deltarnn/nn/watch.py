@@ -18,6 +18,7 @@ in-place writes made inside inference mode.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from operator import attrgetter, getitem
 
@@ -64,3 +65,43 @@ class TensorWatch:
             return list(map(_VERSION, current)) != self._versions
         except (KeyError, TypeError, RuntimeError):  # deleted, set to None, no version counter
             return True
+
+    def released(self) -> ReleasedWatch:
+        """The same watch once the sources' owner (the module) is gone: the tensors are held
+        weakly from then on, so their memory is freed with the last other reference to them.
+
+        Nothing can replace a tensor of a module that no longer exists; a tensor that is still
+        alive (an optimizer, a variable or a ``state_dict`` holds it) can still be written in
+        place or re-pointed, so it is still watched, until it is freed as well. Call it after
+        :meth:`changed` returned False: changes made before are not seen after it.
+        """
+        return ReleasedWatch(self.tensors)
+
+
+class ReleasedWatch:
+    """:class:`TensorWatch` after :meth:`TensorWatch.released`: the same check on the tensors
+    still alive, held by weak references. ``idle`` once none is left (nothing to watch)."""
+
+    def __init__(self, tensors: Sequence[Tensor]) -> None:
+        self._entries = [
+            (weakref.ref(t), t.data_ptr(), None if t.is_inference() else _VERSION(t))
+            for t in tensors
+        ]
+
+    @property
+    def idle(self) -> bool:
+        return not self._entries
+
+    def changed(self) -> bool:
+        """Whether a tensor still alive was re-pointed or written in place; the freed ones are
+        dropped (no tensor can be written through them)."""
+        alive = []
+        for ref, pointer, version in self._entries:
+            t = ref()
+            if t is None:
+                continue
+            if t.data_ptr() != pointer or (version is not None and _VERSION(t) != version):
+                return True
+            alive.append((ref, pointer, version))
+        self._entries = alive
+        return False
