@@ -5,6 +5,8 @@ Times, over the test recordings' frames (each piece alone, medians of 7 passes o
 * ``Streamer.step``: the public call (the staleness check, the frame check, a fresh output
   tensor and the compiled step);
 * ``Streamer.step(out=)``: the same into a preallocated output;
+* ``Streamer.step``, module released: the streamer of a module that was dropped once the
+  streamer was built (as deployed), whose steps have nothing left to check;
 * the staleness check alone (``TensorWatch.changed``: a data pointer and a version per
   parameter and threshold);
 * a fresh output tensor alone (``torch.empty_like``);
@@ -65,6 +67,13 @@ def main(argv=None) -> int:
             ("fresh output alone", per_frame(lambda f: torch.empty_like(out), frames)),
             ("compiled step alone", per_frame(lambda f: engine._run(f, out, False), frames)),
         ]
+        # Built after the rows above (a second streamer's buffers moved their figures by up to
+        # 0.6 us): a module of its own, dropped here, whose streamer then has nothing to check.
+        alone = deltarnn.from_torch(dense, theta_x=theta, theta_h=theta).eval()
+        alone = alone.streamer(backend="cpu")
+        for frame in frames[:200]:
+            alone.step(frame)
+        rows.insert(2, ("Streamer.step(frame), module released", per_frame(alone.step, frames)))
     print(f"FSDD GRU 2x128, Θ = {theta:g}, {len(frames)} frames, one thread")
     print("| piece | µs/frame |\n|---|---:|")
     for name, us in rows:
