@@ -157,8 +157,12 @@ def test_exported_step_equals_eager_and_survives_save_and_load(kind, tmp_path):
     state = step.flatten(model.initial_state(1))
     with torch.no_grad():
         program = torch.export.export(step, (grid(1, 5), *state))
-    targets = {n.target for n in program.graph.nodes if n.op == "call_function"}
-    assert getattr(torch.ops.deltarnn, f"{kind.lower()}_layer").default in targets
+    calls = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert getattr(torch.ops.deltarnn, f"{kind.lower()}_layer").default in calls
+    # nothing but the layers and views: no dtype casts of tensors already of the dtype (an
+    # exported step runs every node at every frame)
+    casts = [c for c in calls if "to" in str(c).split(".") or "_assert_tensor_metadata" in str(c)]
+    assert not casts, casts
     path = tmp_path / "step.pt2"
     torch.export.save(program, path)
     loaded = torch.export.load(path).module()

@@ -30,9 +30,20 @@ def compute_dtype(dtype: torch.dtype, deterministic: bool) -> torch.dtype:
     return torch.float64 if deterministic and dtype == torch.float32 else dtype
 
 
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``; ``t`` itself when it already is. (``t.to(dtype)`` returns it too, but
+    a captured graph records that call as two nodes, which an exported step runs every frame.)"""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def cast_state(state: tuple, dtype: torch.dtype) -> tuple:
     """Every floating-point field of every layer's state in ``dtype`` (counters untouched)."""
     return tuple(
-        type(s)(*(f.to(dtype) if isinstance(f, Tensor) and f.is_floating_point() else f for f in s))
+        type(s)(
+            *(
+                as_dtype(f, dtype) if isinstance(f, Tensor) and f.is_floating_point() else f
+                for f in s
+            )
+        )
         for s in state
     )

@@ -292,11 +292,15 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         return N.cast_state(tuple(states), self._compute_dtype)
 
     def _check_state(self, state: DeltaRNNState, batch: int) -> None:
-        self._state_spec().check(state, batch)
+        like = self._like  # (no new tensor: a captured graph would record one per call)
+        self._state_spec(like if like.dtype == self._compute_dtype else None).check(state, batch)
 
-    def _state_spec(self) -> StateSpec:
-        # the state is held in the dtype the layers compute in (float64 when deterministic)
-        like = self._like.new_empty(0, dtype=self._compute_dtype)
+    def _state_spec(self, like: Tensor | None = None) -> StateSpec:
+        """The rules of this module's states. Without ``like`` it holds no tensor of the
+        module's (a streamer keeps it after the module is gone)."""
+        if like is None:
+            # the state is held in the dtype the layers compute in (float64 when deterministic)
+            like = self._like.new_empty(0, dtype=self._compute_dtype)
         sizes = tuple(self.layer_sizes(k) for k in range(self.num_layers))
         return StateSpec(self.mode, sizes, like)
 
@@ -307,7 +311,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         dtype = self._compute_dtype  # .to() of the same dtype is the tensor itself
         if getattr(backend, "DIFFERENTIABLE", False) or getattr(backend, "LIVE_WEIGHTS", False):
             # live parameters: autograd or a graph needs them
-            return backend.pack(*(None if w is None else w.to(dtype) for w in weights))
+            return backend.pack(*(None if w is None else N.as_dtype(w, dtype) for w in weights))
         cached = self._packed.get(k)
         key = (backend.NAME, dtype)
         if any(w is not None and w.is_inference() for w in weights):
@@ -342,7 +346,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         """All layers over x (T, B, I) from ``state``; the core every public entry point calls."""
         V.check_parameters(self)
         io_dtype = x.dtype
-        x = x.to(self._compute_dtype)
+        x = N.as_dtype(x, self._compute_dtype)
         state = N.cast_state(state, self._compute_dtype)  # exact: float32 fits in float64
         backend = self._choose_backend(x)
         self.last_backend = backend.NAME
@@ -353,7 +357,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
                 x = nn.functional.dropout(x, self.dropout, training=True)
             if self._x_transform is not None:
                 x = self._x_transform(x, k)
-            theta_x, theta_h = (t.to(x.dtype) for t in self.thresholds(k))
+            theta_x, theta_h = (N.as_dtype(t, x.dtype) for t in self.thresholds(k))
             packed = self._packed_weights(k, backend)
             # Only the reference backend takes h_transform (_choose_backend made sure of it).
             extra = {}
@@ -362,7 +366,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
             x, s, c = run_layer(x, state[k], packed, theta_x, theta_h, count=count, **extra)
             new_states.append(s)
             counts.append(c)
-        return x.to(io_dtype), tuple(new_states), (counts if count else None)
+        return N.as_dtype(x, io_dtype), tuple(new_states), (counts if count else None)
 
     def stream(
         self, input: Tensor, state: DeltaRNNState | None = None, *, count: bool = False
