@@ -4,8 +4,9 @@ The compiled module (inductor, ``fullgraph=True``) records one ``deltarnn::gru_l
 per layer (README, "Export and compile"). Cases: a 2-layer GRU (I = 40, H = 128, Θ = 0.1) over a
 sequence of T = 100 frames (``forward``), the same GRU streamed one frame per call
 (``stream(frame, state)``, the state carried), a ``DeltaGRUCell`` called per frame (state
-carried), and the cell's operator called alone (no module code: what torch.compile itself adds
-per call). The input is a random walk on the grid k/4 in which 20 % of the features move per
+carried), the cell's operator called alone (no module code: what torch.compile itself adds
+per call), and the GRU's one-frame step exported (``torch.export`` of
+``deltarnn.nn.capture.StreamStep``, run from ``program.module()``) against the same step eager. The input is a random walk on the grid k/4 in which 20 % of the features move per
 frame. Every compiled output is checked equal to eager first; times are medians of interleaved
 repeats (``deltarnn.bench.harness.time_interleaved``, thread CPU time).
 
@@ -23,6 +24,7 @@ import torch
 import deltarnn
 from deltarnn.bench import controlled_sequence, threads
 from deltarnn.bench.harness import clock, time_interleaved
+from deltarnn.nn.capture import StreamStep
 from deltarnn.ops import custom_ops
 
 
@@ -61,6 +63,24 @@ def cases():
     ):
         compiled = torch.compile(module, fullgraph=True)
         yield name, Carried(module, inputs, state), Carried(compiled, inputs, state), 1
+    step = StreamStep(gru)
+    flat = step.flatten(gru.initial_state(1))
+    with torch.no_grad():
+        exported = torch.export.export(step, (x[0], *flat)).module()
+
+    def flat_step(fn):
+        def run(frame, state):
+            out, *state = fn(frame, *state)
+            return out, state
+
+        return run
+
+    yield (
+        "DeltaGRU 2x128 exported step (StreamStep), per frame",
+        Carried(flat_step(step), list(x), flat),
+        Carried(flat_step(exported), list(x), flat),
+        1,
+    )
 
 
 def main(argv=None) -> int:
@@ -68,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--calls", type=int, default=20, help="calls per timed repeat")
     args = parser.parse_args(argv)
-    print("| case | eager µs/frame | compiled µs/frame | compiled / eager |")
+    print("| case | eager µs/frame | compiled or exported µs/frame | ratio to eager |")
     print("|---|---:|---:|---:|")
     with threads(1), torch.no_grad():
         for name, eager, compiled, frames in cases():
