@@ -7,6 +7,7 @@ import math
 import tracemalloc
 import weakref
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -306,6 +307,23 @@ def test_a_streamer_outlives_its_module_and_lets_its_weights_go():
         with pytest.raises(ShapeError, match=r"state\[1\]\.m must have shape"):
             first, second = streamer.state()
             streamer.reset((first, second._replace(m=second.m[:, :3])))
+
+
+@pytest.mark.skipif("cpu" not in streamer_backends(), reason="needs the cpu backend (numba)")
+def test_cpu_streamers_and_plans_share_the_modules_packed_weights():
+    """One packed copy of the weights for a module run over sequences, by a streamer and per
+    frame (its plan), not one each."""
+    module = make("LSTM", 2, torch.float32, backend="cpu")
+    x = frames(4, 1, 5, torch.float32, awkward=False)
+    module(x)  # packs the weights into the module's cache
+    own = [module._packed[k][2] for k in range(2)]
+    streamer = module.streamer(backend="cpu")
+    module.stream(x[:1], module.initial_state(1))  # builds the module's one-frame plan
+    for engine in (streamer._engine, module._plans[1].engine):
+        for layer, packed in zip(engine._layers, own, strict=True):
+            assert layer.packed is packed
+    int8 = module.streamer(backend="cpu", weights="int8")  # its own 8-bit copy
+    assert not np.shares_memory(int8._engine._layers[0].packed.wx, own[0].wx)
 
 
 def _optimizer_step(params):

@@ -84,8 +84,12 @@ class CallPlan:
                 )
             ]
             initial = module.initial_state(batch)
+            # the module's own packed copy, shared with its calls over whole sequences
+            packed = [module._packed_weights(k, backend) for k in range(module.num_layers)]
         # No periodic re-sync: the generic path's rule (the memory bound only).
-        self.engine = backend.StackStreamer(module.mode, layers, initial, resync_every=0)
+        self.engine = backend.StackStreamer(
+            module.mode, layers, initial, resync_every=0, packed=packed
+        )
 
 
 def planned_call(

@@ -112,11 +112,19 @@ class Streamer:
         module._check_state(state, batch_size)
         state = N.cast_state(tuple(state), self._dtype)
         device = module._like.device
-        self.backend = select_streamer_backend(backend, device, self._dtype).NAME
-        engine_type = select_streamer_backend(self.backend, device, self._dtype).StackStreamer
-        self._engine = engine_type(
-            module.mode, layers, state, count=count, weights=weights, resync_every=resync_every
-        )
+        backend_module = select_streamer_backend(backend, device, self._dtype)
+        self.backend = backend_module.NAME
+        options = {}
+        if self.backend == "cpu" and weights == "float32":
+            # the module's own packed copy, shared (one copy of the weights for both)
+            with torch.no_grad():
+                options["packed"] = [
+                    module._packed_weights(k, backend_module) for k in range(module.num_layers)
+                ]
+        self._engine = backend_module.StackStreamer(
+            module.mode, layers, state, count=count, weights=weights, resync_every=resync_every,
+            **options,
+        )  # fmt: skip
         self._batch = batch_size
         self._inputs = module.input_size
         self._cast = self._io_dtype != self._dtype

@@ -475,11 +475,13 @@ def lstm_sequence(
 
 # -- the stack streamer: every layer of a stack, one frame, one call ----------------------------
 #
-# The stack streamer (``cpu_stream.StackStreamer``) keeps every array of every layer in three
-# flat buffers: ``fbuf`` (the compute dtype: state, thresholds, scales, outputs, work), ``ibuf``
-# (int64: step counters, sent-column lists, counts) and ``wbuf`` (the packed weights, float or
-# int8). Row k of ``layout`` (L, LAYOUT_FIELDS) int64 gives layer k's sizes and where each of its
-# arrays starts (an (B, n) array is stored row after row). Numba's dispatcher unboxes every
+# The stack streamer (``cpu_stream.StackStreamer``) keeps every array of every layer in two
+# flat buffers: ``fbuf`` (the compute dtype: state, thresholds, scales, outputs, work) and
+# ``ibuf`` (int64: step counters, sent-column lists, counts). Row k of ``layout``
+# (L, LAYOUT_FIELDS) int64 gives layer k's sizes and where each of its arrays starts (an (B, n)
+# array is stored row after row); its W_X and W_H hold the addresses of the layer's packed
+# weights (``CPUPacked.wx``/``wh``, C-contiguous, read in place, so that a streamer can share
+# them with the module's own packed copy), whose dtype (float or int8) is ``wbuf``'s. Numba's dispatcher unboxes every
 # array argument of every call (about 50 ns each), and a reshaped view costs about 20 ns: the
 # sequence kernel's dozens of arrays per layer would cost more than a sparse step's work. So the
 # step passes a handful of buffers, and the frame and the output by address.
@@ -541,8 +543,8 @@ def _layer_step(x, y, fbuf, ibuf, wbuf, row, stamp, count, fast, resync_every, l
     batch = x.shape[0] // inputs
     rows = (4 if lstm else 3) * hidden
     widest = max(inputs, hidden)
-    wx = _view(wbuf, row[W_X], (inputs, rows))
-    wh = _view(wbuf, row[W_H], (hidden, rows))
+    wx = carray(_address(row[W_X]), (inputs, rows), wbuf.dtype)
+    wh = carray(_address(row[W_H]), (hidden, rows), wbuf.dtype)
     sx, sh = _row(fbuf, row[F_SX], 0, inputs), _row(fbuf, row[F_SH], 0, hidden)
     theta_x, theta_h = _row(fbuf, row[F_THETA_X], 0, inputs), _row(fbuf, row[F_THETA_H], 0, hidden)
     m0 = _row(fbuf, row[F_M0], 0, 4 * hidden)

@@ -3,11 +3,12 @@ call, in **one compiled (numba) call per frame**, with no allocation per step.
 
 Shape legend: B batch, I input features of the first layer, H hidden units, G gates.
 
-Each layer's state, thresholds, scales, packed weights (:func:`deltarnn.ops.cpu.pack` or
-:func:`~deltarnn.ops.cpu.pack_int8`) and work buffers are views of three flat buffers, whose
-layout the compiled step reads from a table (see ``_cpu_kernels._stack_step``): a call passes
-the frame, the output and those few arrays, so numba's per-argument dispatch stays cheap however
-many layers there are. Layer k reads its frame from layer k-1's output buffer; the last layer
+Each layer's state, thresholds, scales and work buffers are views of two flat buffers, whose
+layout the compiled step reads from a table (see ``_cpu_kernels._stack_step``), with the
+addresses of its packed weights (:func:`deltarnn.ops.cpu.pack` or
+:func:`~deltarnn.ops.cpu.pack_int8`, read in place: a module's streamer shares the module's own
+packed copy): a call passes the frame, the output and those few arrays, so numba's per-argument
+dispatch stays cheap however many layers there are. Layer k reads its frame from layer k-1's output buffer; the last layer
 writes straight into the tensor :meth:`StackStreamer.step` returns.
 """
 
@@ -83,7 +84,7 @@ class _Layer:
     def take_work(self, last: bool, arenas) -> None:
         """The rest: constants, counts and work buffers."""
         K, packed, batch, row = _kernels, self.packed, self.batch, self.row
-        f, i, w = arenas
+        f, i = arenas
         inputs, hidden = packed.input_size, packed.hidden_size
         widest = max(inputs, hidden)
         rows = packed.wx.shape[1]
@@ -102,10 +103,10 @@ class _Layer:
             K.I_MASK: (widest + 7) // 8, K.I_NX: batch, K.I_NH: batch, K.I_UX: 1, K.I_UH: 1,
         }.items():  # fmt: skip
             row[field] = i.take(n)
-        row[K.W_X] = w.take(packed.wx.size)
-        row[K.W_H] = w.take(packed.wh.size)
+        row[K.W_X] = packed.wx.ctypes.data  # read in place (held by self.packed)
+        row[K.W_H] = packed.wh.ctypes.data
 
-    def bind(self, fbuf: np.ndarray, ibuf: np.ndarray, wbuf: np.ndarray) -> None:
+    def bind(self, fbuf: np.ndarray, ibuf: np.ndarray) -> None:
         """Make the views of the state and counts, and copy the constant arrays in."""
         K, row, p = _kernels, self.row, self.packed
         inputs, hidden, batch = p.input_size, p.hidden_size, self.batch
@@ -126,8 +127,6 @@ class _Layer:
             view(ibuf, K.I_UX, 1), view(ibuf, K.I_UH, 1),
             view(fbuf, K.F_ABS_X, 1, batch), view(fbuf, K.F_ABS_H, 1, batch),
         )  # fmt: skip
-        view(wbuf, K.W_X, *p.wx.shape)[...] = p.wx
-        view(wbuf, K.W_H, *p.wh.shape)[...] = p.wh
         view(fbuf, K.F_SX, inputs)[...] = p.sx
         view(fbuf, K.F_SH, hidden)[...] = p.sh
         view(fbuf, K.F_M0, 4 * hidden)[...] = p.m0
@@ -166,6 +165,10 @@ class StackStreamer:
         weights: ``"float32"`` (the parameters' own dtype) or ``"int8"``
             (:func:`deltarnn.ops.cpu.pack_int8`: 8-bit weights, a scale per column).
         resync_every: period of the dense memory re-sync (0: only the bound rule).
+        packed: one :func:`deltarnn.ops.cpu.pack` of each layer's weights (those of
+            ``layers``), to read instead of packing them again: a module's streamer shares the
+            module's packed copy (float weights only). The streamer holds them; nothing writes
+            them.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class StackStreamer:
         count: bool = False,
         weights: str = "float32",
         resync_every: int = RESYNC_EVERY,
+        packed: Sequence[CPUPacked] | None = None,
     ) -> None:
         if kind not in _STATE_TYPES:
             raise ConfigError(f"kind must be 'GRU' or 'LSTM', got {kind!r}")
@@ -189,11 +193,23 @@ class StackStreamer:
         self._resync_every = _check_resync_every(resync_every)
         self._state_type = _STATE_TYPES[kind]
         self._kernel = _kernels.lstm_stack_step if kind == "LSTM" else _kernels.gru_stack_step
-        packed = [_PACKERS[weights](p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh) for p in layers]
+        if packed is None:
+            packed = [
+                _PACKERS[weights](p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh) for p in layers
+            ]
+        elif weights != "float32" or len(packed) != len(layers):
+            raise ConfigError("packed takes one float32 pack per layer (weights='float32')")
+        elif any(
+            p.wx.shape[::-1] != tuple(q.weight_ih.shape)
+            for p, q in zip(packed, layers, strict=True)
+        ):
+            raise ShapeError("packed must hold the packs of the layers' own weights")
         for k, p in enumerate(packed):
             _check_ready(p, kind)
-            if p.dtype != packed[0].dtype:
+            if p.dtype != packed[0].dtype or p.wx.dtype != packed[0].wx.dtype:
                 raise DTypeError(f"layer {k}'s weights are {p.dtype}, layer 0's {packed[0].dtype}")
+            if not (p.wx.flags.c_contiguous and p.wh.flags.c_contiguous):
+                raise BackendError(f"layer {k}'s packed weights are not C-contiguous")
             if k and p.input_size != packed[k - 1].hidden_size:
                 raise ShapeError(
                     f"layer {k} takes {p.input_size} inputs, but layer {k - 1} has "
@@ -208,7 +224,7 @@ class StackStreamer:
         batch = state[0].h.shape[0]
         np_dtype = packed[0].np_dtype
         self._layout = np.zeros((len(packed), _kernels.LAYOUT_FIELDS), np.int64)
-        arenas = (_Arena(), _Arena(), _Arena())
+        arenas = (_Arena(), _Arena())
         self._layers = [_Layer(p, batch, self._layout[k]) for k, p in enumerate(packed)]
         # Every layer's state first, in one block (``advance`` copies it in and out whole).
         for layer in self._layers:
@@ -218,9 +234,9 @@ class StackStreamer:
             layer.take_work(k == len(packed) - 1, arenas)
         self._fbuf = arenas[0].build(np_dtype)
         self._ibuf = arenas[1].build(np.int64)
-        self._wbuf = arenas[2].build(packed[0].wx.dtype)
+        self._wbuf = np.zeros(1, packed[0].wx.dtype)  # the weights' dtype, for the kernel
         for layer, params in zip(self._layers, layers, strict=True):
-            layer.bind(self._fbuf, self._ibuf, self._wbuf)
+            layer.bind(self._fbuf, self._ibuf)
             p = layer.packed
             for name, theta, buffer in (
                 ("theta_x", params.theta_x, layer.theta_x),
