@@ -152,6 +152,67 @@ def test_an_older_state_and_a_written_state_are_read_as_they_are():
         torch.testing.assert_close(out, want)
 
 
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_a_fresh_stream_starts_by_the_plan_from_the_initial_state(kind):
+    # state=None (a stream's first frame) takes the plan too, from the state the plan's engine
+    # was built with: equal to the spec from initial_state(), a new state each time, and
+    # biases changed in between picked up (the plan, and its initial state, are rebuilt).
+    model = make(kind, 2)
+    cell = make_cell(kind)
+    xs = frames(3, 3, 5, torch.float64)
+    with torch.no_grad():
+        for t in range(2):
+            out, state, counts = model.stream(xs[t : t + 1], None, count=True)
+            want, want_state, want_counts = spec_step(
+                model, xs[t : t + 1], model.initial_state(3), count=True
+            )
+            torch.testing.assert_close(out, want)
+            assert_states_close(state, want_state, torch.float64)
+            assert torch.equal(counts[1].nh, want_counts[1].nh)
+            state[0].m.add_(1.0)  # nothing the next fresh stream starts from
+            h, cell_state = cell(xs[t], None)
+            want, (want_cell,), _ = spec_step(cell, xs[t : t + 1], cell.initial_state(3))
+            torch.testing.assert_close(h, want[0])
+            assert_states_close((cell_state,), (want_cell,), torch.float64)
+            cell_state.h.zero_()
+            model.bias_hh_l1.add_(0.5)
+            cell.bias_ih.add_(0.5)
+        assert model.last_backend == cell.last_backend == "cpu"
+        # the fresh call runs the plan's engine, which copies no state in (no checks, no copies)
+        model.stream(xs[2:3], None)  # the plan of the changed biases
+        engine, seen = model._plans[3].engine, []
+        advance, write = engine.advance, engine._write_state
+        engine.advance = lambda frame, s, *a, **k: seen.append(s) or advance(frame, s, *a, **k)
+        engine._write_state = lambda s: seen.append("copied in") or write(s)
+        model.stream(xs[2:3], None)
+        assert seen == [None]
+
+
+def test_engine_advance_from_its_initial_state_keeps_resync_counters():
+    # The stack streamer's advance(None) (a fresh stream) with a re-sync period equals
+    # advance(the state it was built with): outputs, states and since_sync counters.
+    from deltarnn.ops.cpu_stream import StackStreamer
+
+    model = make("GRU", 2)
+    xs = frames(4, 2, 5, torch.float64)
+    with torch.no_grad():
+        layers = [
+            deltarnn.ops.LayerParams(*model.layer_weights(k), *model.thresholds(k))
+            for k in range(2)
+        ]
+        initial = model.initial_state(2)
+        engine = StackStreamer("GRU", layers, initial, resync_every=3)
+        out_a, out_b = (torch.empty(2, 7, dtype=torch.float64) for _ in range(2))
+        fresh, _ = engine.advance(xs[0], None, out_a)
+        given, _ = engine.advance(xs[0], initial, out_b)
+        torch.testing.assert_close(out_a, out_b, atol=0, rtol=0)
+        for a, b in zip(fresh, given, strict=True):
+            for u, v in zip(a, b, strict=True):
+                assert torch.equal(u, v)
+        assert fresh[0].since_sync.shape == (2,)
+        assert all(a is not b for a, b in zip(fresh[0], initial[0], strict=True))
+
+
 def test_changed_weights_and_thresholds_are_picked_up_at_the_next_call():
     model = make("LSTM", 2)
     xs = frames(8, 1, 5, torch.float64)

@@ -83,7 +83,7 @@ class CallPlan:
                     for k in range(module.num_layers)
                 )
             ]
-            initial = module.initial_state(batch)
+            initial = module.initial_state(batch)  # also what a call without a state starts from
             # the module's own packed copy, shared with its calls over whole sequences
             packed = [module._packed_weights(k, backend) for k in range(module.num_layers)]
         # No periodic re-sync: the generic path's rule (the memory bound only).
@@ -97,7 +97,7 @@ def planned_call(
     x: Tensor,
     batch: int,
     frame_shape: tuple[int, ...],
-    state: tuple,
+    state: tuple | None,
     count: bool,
     out_shape: tuple[int, ...],
 ) -> tuple[Tensor, tuple, list[DeltaCounts] | None] | None:
@@ -107,7 +107,8 @@ def planned_call(
     Args:
         x: the frame as the caller got it; it must have exactly ``frame_shape``, which holds
             ``batch * input_size`` values in (B, I) order.
-        state: one state per layer.
+        state: one state per layer, or ``None`` for a fresh stream (the module's initial
+            state).
         out_shape: the shape of the returned output, ``batch * hidden_size`` values.
 
     Returns:
@@ -143,7 +144,11 @@ def planned_call(
         x.requires_grad or any(t.requires_grad for t in plan.watch.tensors)
     ):
         return None
-    if not isinstance(state, tuple) or len(state) != module.num_layers:
+    if state is None:  # a fresh stream: the engine's initial state (the module's, when built)
+        check = None
+    elif isinstance(state, tuple) and len(state) == module.num_layers:
+        check = lambda s: module._check_state(s, batch)  # noqa: E731 - only if it is needed
+    else:
         return None
     lock = plan.lock
     if not lock.acquire(False):  # (positional: a keyword argument costs more)
@@ -153,9 +158,7 @@ def planned_call(
         if template is None:
             template = plan.outputs[out_shape] = torch.empty(out_shape, dtype=plan.dtype)
         output = torch.empty_like(template)  # faster than torch.empty(shape)
-        new_state, counts = engine.advance(
-            x, state, output, count, check=lambda s: module._check_state(s, batch)
-        )
+        new_state, counts = engine.advance(x, state, output, count, check=check)
     finally:
         lock.release()
     if module.last_backend != plan.backend:

@@ -55,13 +55,20 @@ class _CellMixin:
     theta_h = ThresholdAttribute("h", single=True)
 
     def _step(self, input: Tensor, state, hx_fields: int):
-        if isinstance(state, LayerState) and isinstance(input, Tensor) and input.dim() in (1, 2):
-            # a stream under way: the module's plan, when the call fits one (nn/call_plan.py)
+        fresh = state is None
+        if (
+            (fresh or isinstance(state, LayerState))
+            and isinstance(input, Tensor)
+            and input.dim() in (1, 2)
+        ):
+            # a stream under way or starting: the module's plan, when the call fits one
+            # (nn/call_plan.py)
             batched = input.dim() == 2
             batch = input.shape[0] if batched else 1
             frame = (batch, self.input_size) if batched else (self.input_size,)
             out = (batch, self.hidden_size) if batched else (self.hidden_size,)
-            planned = batch and planned_call(self, input, batch, frame, (state,), False, out)
+            states = None if fresh else (state,)
+            planned = batch and planned_call(self, input, batch, frame, states, False, out)
             if planned:
                 return planned[0], planned[1][0]
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):

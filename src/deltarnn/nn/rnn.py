@@ -400,7 +400,7 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
     def _planned_stream(self, input: Tensor, state: DeltaRNNState | None, count: bool):
         """:meth:`stream`'s result for one frame (T = 1) of a stream under way by the module's
         plan (see :mod:`deltarnn.nn.call_plan`), or ``None`` to take the generic path."""
-        if state is None or not isinstance(input, Tensor):
+        if not isinstance(input, Tensor):
             return None
         shape = input.shape
         if len(shape) == 2:  # unbatched (1, I)

@@ -134,6 +134,12 @@ class _Layer:
         self.theta_h = view(fbuf, K.F_THETA_H, hidden)
 
 
+def _own_since(since: Tensor) -> Tensor:
+    """A copy of a state's ``since_sync`` (the shared default of states that count no steps,
+    which nothing can write, as is)."""
+    return since if since is _NO_STEPS else since.detach().clone()
+
+
 def _by_address(t, dtype: torch.dtype, shape) -> bool:
     """Whether the kernel can take ``t`` by its address: a dense, C-contiguous CPU tensor of
     ``dtype`` and ``shape``."""
@@ -268,6 +274,9 @@ class StackStreamer:
         # (state, its block, its float fields, their data pointers): what advance returned last
         self._last: tuple = (None, None, None, None)
         self.load_state(state)
+        # advance(state=None): the state the streamer was built with, as its block and counters
+        self._initial_block = self._state_region.copy()
+        self._initial_since = [_own_since(s.since_sync) for s in state]
 
     @property
     def batch_size(self) -> int:
@@ -332,7 +341,9 @@ class StackStreamer:
         )  # fmt: skip
         self._counted = count
 
-    def advance(self, frame: Tensor, state: tuple, out: Tensor, count: bool = False, check=None):
+    def advance(
+        self, frame: Tensor, state: tuple | None, out: Tensor, count: bool = False, check=None
+    ):
         """The functional form of :meth:`step`, what ``module.stream`` at T = 1 and the cells
         run (:mod:`deltarnn.nn.call_plan`): ``state`` in, one frame, a new state out; ``state``
         itself is never modified, and the streamer's own state is overwritten.
@@ -347,7 +358,8 @@ class StackStreamer:
             frame: a C-contiguous CPU tensor of the streamer's dtype holding B*I values in
                 (B, I) order, any shape; out: the same for the B*H values of the last layer's
                 h. The caller checks both (``call_plan.planned_call`` does).
-            state: one layer state per layer, batch B.
+            state: one layer state per layer, batch B; ``None``: the state the streamer was
+                built with (a fresh stream), copied in as one block.
             count: also return the step's send counts.
             check: called with ``state`` before a state that is not the kept block is copied
                 in (the caller's own checks, with its messages).
@@ -358,8 +370,10 @@ class StackStreamer:
         # The kept-state check inline: a method call and its tuple unpacking cost about as much
         # as the check itself, at every frame.
         last, block, fields, pointers = self._last
+        fresh = state is None
         kept = (
-            last is not None
+            not fresh
+            and last is not None
             and type(state) is tuple
             and len(state) == len(last)
             and all(map(is_, state, last))
@@ -369,15 +383,20 @@ class StackStreamer:
             and list(map(Tensor.size, fields)) == self._field_shapes
         )
         region = self._state_region
-        if kept:
+        if fresh:
+            region[...] = self._initial_block
+            given_since = self._initial_since
+        elif kept:
             region[...] = block
-            if self._resync_every > 0:
-                for layer, s in zip(self._layers, state, strict=True):
-                    layer.since[...] = _since_array(s.since_sync, self.batch_size)
+            given_since = list(map(_SINCE_SYNC, state))
         else:
             if check is not None:
                 check(state)
-            self._write_state(state)
+            self._write_state(state)  # the re-sync counters too
+            given_since = list(map(_SINCE_SYNC, state))
+        if (fresh or kept) and self._resync_every > 0:
+            for layer, since in zip(self._layers, given_since, strict=True):
+                layer.since[...] = _since_array(since, self.batch_size)
         self._run(frame, out, count)
         block = region.copy()
         if self._frame_shape[0] == 1:  # (1, n) views by one split: cheaper than one view a field
@@ -387,9 +406,10 @@ class StackStreamer:
         if self._resync_every > 0:
             since = [torch.from_numpy(layer.since.copy()) for layer in self._layers]
         else:
-            since = list(map(_SINCE_SYNC, state))  # one this method returned: nothing writes it
-            if not kept:  # one from elsewhere is copied, so that the new state shares no tensor
-                since = [c if c is _NO_STEPS else c.clone() for c in since]  # with the caller's
+            # as given: one this method returned is not written by anything; one from
+            # elsewhere (or the initial one) is copied, so that the new state shares no tensor
+            # with the caller's (or the streamer's)
+            since = given_since if kept else list(map(_own_since, given_since))
         new = self._state_type
         if len(since) == 1:  # one layer (a cell): no loop
             states = (new(*fields, since[0]),)
