@@ -398,8 +398,9 @@ class _DeltaRNNBase(capture.CaptureGuards, nn.Module):
         return (out, state, counts) if count else (out, state)
 
     def _planned_stream(self, input: Tensor, state: DeltaRNNState | None, count: bool):
-        """:meth:`stream`'s result for one frame (T = 1) of a stream under way by the module's
-        plan (see :mod:`deltarnn.nn.call_plan`), or ``None`` to take the generic path."""
+        """:meth:`stream`'s result for one frame (T = 1) of a stream under way or starting
+        (``state=None``) by the module's plan (see :mod:`deltarnn.nn.call_plan`), or ``None`` to
+        take the generic path."""
         if not isinstance(input, Tensor):
             return None
         shape = input.shape
