@@ -155,6 +155,74 @@ def test_resume_and_reset(kind):
         assert_same(torch.stack([streamer.step(f) for f in x[12:]]), rest, 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("resync_every", [0, 4])
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_reset_some_streams(kind, resync_every, dtype):
+    """reset(streams=...) restarts those rows, fresh or from a saved one-row state, while the
+    other rows go on; a 3-slot server against one streamer per stream."""
+    x = frames(20, 3, 5, dtype, awkward=False)
+    for backend in streamer_backends(dtype):
+        module = make(kind, 2, dtype, backend=backend)
+
+        def new(batch, module=module, backend=backend):
+            return module.streamer(batch, backend=backend, resync_every=resync_every)
+
+        served, whole, single = new(3), new(3), new(1)
+        for f in x[:5]:
+            single.step(f[1:2])
+        saved = single.state()  # a stream of its own, 5 frames in
+        for f in x[:8]:
+            served.step(f)
+            whole.step(f)
+        served.reset(streams=[1])  # slot 1: a new stream begins
+        fresh = new(1)
+        for f in x[8:14]:
+            h, w = served.step(f), whole.step(f)
+            assert_same(h[[0, 2]], w[[0, 2]], TOL[dtype])
+            assert_same(h[1:2], fresh.step(f[1:2]), TOL[dtype])
+        served.reset(saved, streams=torch.tensor([2]))  # slot 2: the saved stream goes on
+        for f in x[14:]:
+            h, w = served.step(f), whole.step(f)
+            assert_same(h[0], w[0], TOL[dtype])
+            assert_same(h[1:2], fresh.step(f[1:2]), TOL[dtype])
+            assert_same(h[2:3], single.step(f[2:3]), TOL[dtype])
+        assert served.steps == 20
+        state = served.state()
+        assert_same(tuple(s._make(t[1:2] if t.dim() else t for t in s) for s in state),
+                    fresh.state(), TOL[dtype])  # fmt: skip
+        # a cell's streamer: one layer state, rows as well
+        torch.manual_seed(0)
+        cell = DeltaGRUCell(5, 7, theta_x=0.05, theta_h=0.05, dtype=dtype).eval()
+        pair = cell.streamer(2, backend=backend, resync_every=resync_every)
+        lone = cell.streamer(1, backend=backend, resync_every=resync_every)
+        for f in x[:3, :2]:
+            pair.step(f)
+        pair.reset(streams=0)
+        for f in x[3:6, :2]:
+            assert_same(pair.step(f)[0:1], lone.step(f[0:1]), TOL[dtype])
+
+
+def test_reset_streams_refuses_bad_rows():
+    module = make("GRU", 2, torch.float32)
+    streamer = module.streamer(3)
+    one_row = module.streamer(1).state()
+    for streams, match in [
+        (3, r"in \[0, 3\)"),
+        ([-1], r"in \[0, 3\)"),
+        ([0, 0], "twice"),
+        ([True], "each must be an int"),
+        (1.0, "sequence of ints"),
+        (torch.tensor([0.0]), "float32 tensor"),
+        (torch.zeros(1, 1, dtype=torch.long), "1-D"),
+    ]:
+        with pytest.raises(ShapeError, match=match):
+            streamer.reset(streams=streams)
+    with pytest.raises(ShapeError):
+        streamer.reset(one_row, streams=[0, 1])  # one row for two streams
+    streamer.reset(one_row, streams=[1])  # one row for one stream
+
+
 def test_out_is_filled_and_results_are_fresh():
     module = make("GRU", 2, torch.float32)
     streamer = module.streamer(2)

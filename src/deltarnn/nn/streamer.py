@@ -204,9 +204,21 @@ class Streamer:
         state = self._engine.state()
         return state[0] if self._cell else state
 
-    def reset(self, state=None) -> None:
+    def reset(self, state=None, *, streams=None) -> None:
         """Start over: from a fresh stream (``None``: x̂ = ĥ = 0, memories at the biases the
-        streamer was built with), or from ``state`` (as ``module.streamer`` takes it)."""
+        streamer was built with), or from ``state`` (as ``module.streamer`` takes it).
+
+        Args:
+            state: the state to start from; ``None``: a fresh stream.
+            streams: start over only these rows of the batch (an int or a sequence of ints in
+                [0, B), each once), for a server whose B slots serve streams that begin and end
+                apart: the other rows go on from where they are. ``state`` then holds one row
+                per index, in their order (batch ``len(streams)``; a saved stream resumed in a
+                slot). :attr:`steps` goes on counting.
+        """
+        if streams is not None:
+            self._reset_rows(state, streams)
+            return
         if state is None:
             state = self._initial
         elif self._cell:
@@ -215,8 +227,61 @@ class Streamer:
         self._engine.load_state(N.cast_state(tuple(state), self._dtype))
         self._steps = 0
 
+    def _reset_rows(self, state, streams) -> None:
+        rows = _row_indices(streams, self._batch)
+        if state is None:
+            source = tuple(s._make(_take_rows(t, rows) for t in s) for s in self._initial)
+        else:
+            source = (state,) if self._cell else state
+            self._state_spec.check(source, len(rows))
+        source = N.cast_state(tuple(source), self._dtype)
+        merged = []
+        for current, given in zip(self._engine.state(), source, strict=True):
+            fields = (
+                _put_rows(c, g, rows, self._batch) for c, g in zip(current, given, strict=True)
+            )
+            merged.append(current._make(fields))
+        self._engine.load_state(tuple(merged))
+
     def counts(self) -> list[DeltaCounts] | DeltaCounts:
         """The last step's send counts (T = 1): one :class:`~deltarnn.functional.DeltaCounts` per
         layer (a cell's: one); needs ``count=True``."""
         counts = self._engine.counts()
         return counts[0] if self._cell else counts
+
+
+def _row_indices(streams, batch: int) -> Tensor:
+    """``streams`` of :meth:`Streamer.reset` as an index tensor, checked."""
+    if isinstance(streams, Tensor):
+        if streams.dim() > 1 or streams.dtype.is_floating_point or streams.dtype == torch.bool:
+            raise ShapeError(
+                f"streams must be an int or a 1-D sequence of ints, got a {streams.dtype} tensor "
+                f"of shape {tuple(streams.shape)}"
+            )
+        streams = streams.reshape(-1).tolist()
+    elif isinstance(streams, int) and not isinstance(streams, bool):
+        streams = [streams]
+    elif isinstance(streams, (str, bytes)) or not hasattr(streams, "__iter__"):
+        raise ShapeError(f"streams must be an int or a sequence of ints, got {streams!r}")
+    rows = list(streams)
+    for i in rows:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < batch:
+            raise ShapeError(f"streams holds {i!r}: each must be an int in [0, {batch})")
+    if len(set(rows)) != len(rows):
+        raise ShapeError(f"streams names a row twice: {rows}")
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _take_rows(field: Tensor, rows: Tensor) -> Tensor:
+    """The rows of a state field (a 0-d counter, shared by every row, as it is)."""
+    return field if field.dim() == 0 else field[rows]
+
+
+def _put_rows(current: Tensor, given: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """``current`` (a copy, written here) with ``rows`` from ``given``; a 0-d counter (no steps
+    counted, every row) becomes one per row when the other side has one per row."""
+    if current.dim() == 0 and given.dim() == 0:
+        return current
+    out = current.expand(batch).clone() if current.dim() == 0 else current
+    out[rows] = given
+    return out
