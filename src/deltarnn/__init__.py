@@ -38,6 +38,8 @@ _EXPORTS = {
     "DeltaLSTMState": "deltarnn.nn",
     "DeltaRNNState": "deltarnn.nn",
     "Streamer": "deltarnn.nn",
+    "load_state": "deltarnn.nn",
+    "save_state": "deltarnn.nn",
     "convert": "deltarnn.nn",
     "from_torch": "deltarnn.nn",
     "revert": "deltarnn.nn",
@@ -71,8 +73,10 @@ __all__ = [  # the same names as _EXPORTS and _SUBMODULES, spelled out for linte
     "export_c",
     "from_torch",
     "functional",
+    "load_state",
     "measure",
     "revert",
+    "save_state",
     "to_torch",
 ]
 

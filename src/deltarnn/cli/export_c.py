@@ -46,16 +46,11 @@ def load_module(path: Path):
         raise FileNotFoundError(
             f"{path} must be a run folder or an existing .safetensors file of a delta RNN"
         )
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from ..errors import CheckpointError
     from ..export.state_dict import module_from_state_dict
+    from ..tensor_files import read_tensors
 
-    try:
-        state_dict = load_file(str(path))
-    except SafetensorError as exc:  # truncated or not safetensors: name the file
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    state_dict, _ = read_tensors(path, CheckpointError)  # truncated or foreign: names the file
     return module_from_state_dict(state_dict, str(path))
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import RunFolderError
+from ..tensor_files import fsync, read_tensors, write_tensors
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,12 @@ _CKPT_PREFIX = "ckpt-"
 
 def save_weights(state: Mapping[str, Tensor], path: str | Path) -> None:
     """Write tensors to ``path`` as safetensors (through a temporary file, then renamed)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    _fsync(tmp)
-    os.replace(tmp, path)
+    write_tensors(state, path)
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """Read a safetensors file; a missing, truncated or foreign file is a RunFolderError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise RunFolderError(f"{path}: no such weights file")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return read_tensors(path, RunFolderError)[0]
 
 
 def read_json(path: str | Path) -> Any:
@@ -88,16 +74,8 @@ def write_json(path: str | Path, value: Any) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2) + "\n")
-    _fsync(tmp)
+    fsync(tmp)
     os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
