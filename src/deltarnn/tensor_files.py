@@ -30,13 +30,13 @@ def _safetensors():
 def write_tensors(
     tensors: Mapping[str, Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write ``tensors`` (copied to the CPU, contiguous, each its own memory) and ``metadata``
-    to ``path`` as safetensors, through a temporary file renamed into place."""
+    """Write ``tensors`` (on the CPU, contiguous) and ``metadata`` to ``path`` as safetensors,
+    through a temporary file renamed into place. Tensors that share memory are refused (by
+    safetensors): copy them first."""
     st = _safetensors()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    # clone: safetensors refuses tensors that share memory (views of one block, as states are)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     try:
         st.torch.save_file(tensors, str(tmp), metadata=None if metadata is None else dict(metadata))
         fsync(tmp)

@@ -56,7 +56,8 @@ def save_state(path: str | Path, state) -> None:
         for field, t in zip(state_type._fields, s, strict=True):
             if not isinstance(t, Tensor):
                 raise ShapeError(f"state[{k}].{field} must be a tensor, got {type(t).__name__}")
-            tensors[f"{k}.{field}"] = t
+            # a copy: the fields of a state are views of one block, which safetensors refuses
+            tensors[f"{k}.{field}"] = t.detach().clone()
     kind = "GRU" if state_type is DeltaGRUState else "LSTM"
     metadata = {
         "format": FORMAT,
