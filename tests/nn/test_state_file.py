@@ -49,8 +49,11 @@ def test_a_streamer_resumed_from_a_file_goes_on_as_if_never_stopped(cls, tmp_pat
     for f in x[10:]:
         assert torch.equal(resumed.step(f), whole.step(f))
     # and stream() takes it as well
-    out, _ = module.stream(x[10:11], deltarnn.load_state(path))
+    out, _ = module.stream(x[10:11], deltarnn.load_state(path, device="cpu"))
     assert out.shape == (1, 3, 7)
+    if torch.cuda.is_available():
+        on_gpu = deltarnn.load_state(path, device="cuda")
+        assert all(t.is_cuda for s in on_gpu for t in s)
 
 
 def test_states_of_stream_fresh_states_and_cells_round_trip(tmp_path):

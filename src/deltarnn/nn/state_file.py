@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ShapeError
@@ -68,10 +69,11 @@ def save_state(path: str | Path, state) -> None:
     write_tensors(tensors, path, metadata)
 
 
-def load_state(path: str | Path):
+def load_state(path: str | Path, device: torch.device | str | None = None):
     """The state :func:`save_state` wrote to ``path``: a per-layer tuple, or a layer state for a
-    cell's. Raises :class:`~deltarnn.errors.CheckpointError` (naming the file) for a file that is
-    missing, unreadable, not a stream state, or whose fields do not fit together."""
+    cell's, on the CPU or on ``device`` (the module's, to resume it there). Raises
+    :class:`~deltarnn.errors.CheckpointError` (naming the file) for a file that is missing,
+    unreadable, not a stream state, or whose fields do not fit together."""
     tensors, metadata = read_tensors(path, CheckpointError)
 
     def bad(message: str) -> CheckpointError:
@@ -116,6 +118,8 @@ def load_state(path: str | Path):
         if since.dtype.is_floating_point or since.shape not in ((), (batch,)):
             raise bad(f"{k}.since_sync must be integer, () or ({batch},), got {tuple(since.shape)}")
         states.append(s)
+    if device is not None:
+        states = [s._make(t.to(device) for t in s) for s in states]
     return states[0] if cell else tuple(states)
 
 
