@@ -80,6 +80,11 @@ def test_a_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
         deltarnn.save_state(path, (good[0], make(DeltaLSTM).initial_state(1)[0]))
     with pytest.raises(ShapeError, match="must be a tensor"):
         deltarnn.save_state(path, (good[0]._replace(h=None),))
+    # a state that load_state would refuse is not written
+    with pytest.raises(ShapeError, match="columns"):
+        deltarnn.save_state(path, (good[0]._replace(m=good[0].m[:, :3]),))
+    with pytest.raises(ShapeError, match="batch"):
+        deltarnn.save_state(path, (good[0], good[1]._replace(h=torch.zeros(2, 7))))
     assert path.read_bytes() == before
     # a crash after the new file was written but before it replaced the old one
     import deltarnn.tensor_files as tf

@@ -59,6 +59,8 @@ def save_state(path: str | Path, state) -> None:
                 raise ShapeError(f"state[{k}].{field} must be a tensor, got {type(t).__name__}")
             # a copy: the fields of a state are views of one block, which safetensors refuses
             tensors[f"{k}.{field}"] = t.detach().clone()
+    # what load_state would refuse is refused here, before anything is written
+    _check_fields(list(layers), lambda message: ShapeError(f"state: {message}"))
     kind = "GRU" if state_type is DeltaGRUState else "LSTM"
     metadata = {
         "format": FORMAT,
@@ -93,31 +95,11 @@ def load_state(path: str | Path, device: torch.device | str | None = None):
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         raise bad(f"fields missing {missing}, unexpected {extra}")
-    states = []
-    batch, dtype = None, None
-    for k in range(layers):
-        s = state_type(*(tensors[f"{k}.{field}"] for field in state_type._fields))
-        for field, t in zip(state_type._fields[:-1], s[:-1], strict=True):
-            if not t.is_floating_point() or t.dim() != 2:
-                raise bad(f"{k}.{field} must be a 2-D float tensor, got {t.dtype} {tuple(t.shape)}")
-            batch = t.shape[0] if batch is None else batch
-            dtype = t.dtype if dtype is None else dtype
-            if t.shape[0] != batch or t.dtype != dtype:
-                raise bad(f"{k}.{field} is {t.dtype} with batch {t.shape[0]}, 0.h {dtype} {batch}")
-        hidden = s.h.shape[1]
-        sizes = {"c": hidden, "h_hat": hidden, "m": 4 * hidden}
-        for field, n in sizes.items():
-            if field in s._fields and getattr(s, field).shape[1] != n:
-                raise bad(f"{k}.{field} has {getattr(s, field).shape[1]} columns, expected {n}")
-        if k and s.x_hat.shape[1] != states[-1].h.shape[1]:
-            raise bad(
-                f"{k}.x_hat has {s.x_hat.shape[1]} columns, layer {k - 1} has "
-                f"{states[-1].h.shape[1]} units"
-            )
-        since = s.since_sync
-        if since.dtype.is_floating_point or since.shape not in ((), (batch,)):
-            raise bad(f"{k}.since_sync must be integer, () or ({batch},), got {tuple(since.shape)}")
-        states.append(s)
+    states = [
+        state_type(*(tensors[f"{k}.{field}"] for field in state_type._fields))
+        for k in range(layers)
+    ]
+    _check_fields(states, bad)
     if device is not None:
         states = [s._make(t.to(device) for t in s) for s in states]
     return states[0] if cell else tuple(states)
@@ -131,3 +113,31 @@ def _count(value, bad) -> int:
     if layers < 1:
         raise bad(f"number of layers {value!r}, expected a positive integer or 'cell'")
     return layers
+
+
+def _check_fields(states, bad) -> None:
+    """Raise ``bad(message)`` unless the layer states fit together: float (B, n) fields of one
+    dtype and batch, sizes of one layer consistent, each layer's inputs the previous layer's
+    units, integer re-sync counters, () or (B,)."""
+    batch, dtype = None, None
+    for k, s in enumerate(states):
+        for field, t in zip(s._fields[:-1], s[:-1], strict=True):
+            if not t.is_floating_point() or t.dim() != 2:
+                raise bad(f"{k}.{field} must be a 2-D float tensor, got {t.dtype} {tuple(t.shape)}")
+            batch = t.shape[0] if batch is None else batch
+            dtype = t.dtype if dtype is None else dtype
+            if t.shape[0] != batch or t.dtype != dtype:
+                raise bad(f"{k}.{field} is {t.dtype} with batch {t.shape[0]}, 0.h {dtype} {batch}")
+        hidden = s.h.shape[1]
+        sizes = {"c": hidden, "h_hat": hidden, "m": 4 * hidden}
+        for field, n in sizes.items():
+            if field in s._fields and getattr(s, field).shape[1] != n:
+                raise bad(f"{k}.{field} has {getattr(s, field).shape[1]} columns, expected {n}")
+        if k and s.x_hat.shape[1] != states[k - 1].h.shape[1]:
+            raise bad(
+                f"{k}.x_hat has {s.x_hat.shape[1]} columns, layer {k - 1} has "
+                f"{states[k - 1].h.shape[1]} units"
+            )
+        since = s.since_sync
+        if since.dtype.is_floating_point or since.shape not in ((), (batch,)):
+            raise bad(f"{k}.since_sync must be integer, () or ({batch},), got {tuple(since.shape)}")
