@@ -52,15 +52,18 @@ def save_state(path: str | Path, state) -> None:
             f"{sorted(t.__name__ for t in kinds)}"
         )
     state_type = kinds.pop()
-    tensors = {}
     for k, s in enumerate(layers):
         for field, t in zip(state_type._fields, s, strict=True):
             if not isinstance(t, Tensor):
                 raise ShapeError(f"state[{k}].{field} must be a tensor, got {type(t).__name__}")
-            # a copy: the fields of a state are views of one block, which safetensors refuses
-            tensors[f"{k}.{field}"] = t.detach().clone()
-    # what load_state would refuse is refused here, before anything is written
+    # what load_state would refuse is refused here, before anything is copied or written
     _check_fields(list(layers), lambda message: ShapeError(f"state: {message}"))
+    # copies: the fields of a state are views of one block, which safetensors refuses
+    tensors = {
+        f"{k}.{field}": t.detach().clone()
+        for k, s in enumerate(layers)
+        for field, t in zip(state_type._fields, s, strict=True)
+    }
     kind = "GRU" if state_type is DeltaGRUState else "LSTM"
     metadata = {
         "format": FORMAT,
